@@ -1,0 +1,57 @@
+"""Profiles: the one switch (`BOOK_PROFILE`) that sizes data, images, epochs and batches.
+
+Framework-neutral: imports neither PyTorch nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+PROFILE_VARIABLE = "BOOK_PROFILE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes that one profile sets for every chapter."""
+
+    name: str
+    train_per_class: int  # labelled target images per class
+    test_per_class: int  # held-out images per class
+    image_size: int  # side length fed to ImageNet networks
+    epochs: int  # epochs for head training / short fine-tunes
+    scratch_epochs: int  # epochs for training a network from scratch
+    batch_size: int
+    description: str
+
+
+PROFILES = {
+    "smoke": Profile("smoke", 10, 10, 64, 1, 1, 32, "CI: tiny data, one epoch; checks that every cell runs"),
+    "cpu": Profile("cpu", 100, 50, 96, 8, 6, 64, "a laptop CPU: small data, effects visible"),
+    "full": Profile("full", 1000, 300, 160, 15, 15, 64, "a GPU: the configuration the prose describes"),
+}
+
+
+def gpu_visible() -> bool:
+    """True when an NVIDIA GPU is visible, checked without importing a framework."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def profile_name() -> str:
+    """The active profile's name: `$BOOK_PROFILE`, else `full` with a GPU and `cpu` without."""
+    name = os.environ.get(PROFILE_VARIABLE, "").strip().lower()
+    if not name:
+        return "full" if gpu_visible() else "cpu"
+    if name not in PROFILES:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"{PROFILE_VARIABLE}={name!r} is not a profile; use one of: {known}.")
+    return name
+
+
+def profile() -> Profile:
+    """The active profile (read from the environment on every call, never cached)."""
+    return PROFILES[profile_name()]

