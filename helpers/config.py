@@ -55,3 +55,29 @@ def profile_name() -> str:
 def profile() -> Profile:
     """The active profile (read from the environment on every call, never cached)."""
     return PROFILES[profile_name()]
+
+
+REFERENCE_LOGITS = Path(__file__).resolve().parent / "reference_logits.npz"
+RUNTIMES_FILE = Path(__file__).resolve().parent.parent / "book" / "runtimes.json"
+
+
+def measured_runtimes(notebook: str) -> list[dict]:
+    """Measured run times of one notebook per profile, from book/runtimes.json (`make record-runtimes`)."""
+    import json
+
+    table = json.loads(RUNTIMES_FILE.read_text()) if RUNTIMES_FILE.exists() else {}
+    rows = table.get(notebook, {})
+    return [{"profile": name, **rows[name]} for name in PROFILES if name in rows]
+
+
+def header(notebook: str, versions: dict) -> None:
+    """Print the active profile's settings, this notebook's measured run times and the versions in use."""
+    active = profile()
+    print(f"profile: {active.name} ({active.description})")
+    print("  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(active).items() if k not in ("name", "description")))
+    print("measured run time of this notebook:")
+    for row in measured_runtimes(notebook):
+        print(f"  {row['profile']:6s} {row['seconds']:>7.1f} s   {row['machine']}, {row['date']}")
+    if not measured_runtimes(notebook):
+        print("  not measured yet (run `make record-runtimes`)")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

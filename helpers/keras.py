@@ -101,7 +101,7 @@ def blocks(model) -> list:
 
 def feature_dim(backbone) -> int:
     """Length of the feature vector the backbone produces."""
-    return int(backbone.output.shape[-1])
+    return int(backbone.outputs[0].shape[-1])
 
 
 def new_head(num_features: int, num_classes: int, dropout: float = 0.0) -> keras.Model:
@@ -153,7 +153,7 @@ def _check_data(model, data) -> tuple[np.ndarray, np.ndarray]:
     x, y = data
     if len(x) != len(y):
         raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
-    outputs = model.output.shape[-1]
+    outputs = model.outputs[0].shape[-1]
     if np.max(y) >= outputs or np.min(y) < 0:
         raise ValueError(f"labels must be in 0..{outputs - 1} for this model, got {np.min(y)}..{np.max(y)}")
     return np.asarray(x, dtype=np.float32), np.asarray(y)
@@ -213,10 +213,15 @@ def predict(model, x, batch_size=256) -> np.ndarray:
 
 def block_outputs(backbone, x, indices) -> list[np.ndarray]:
     """Activations of the chosen feature blocks for inputs x, as NHWC NumPy arrays."""
-    chosen = blocks(backbone)
-    probe = keras.Model(backbone.input, [chosen[i].output for i in indices])
-    outputs = probe.predict(np.asarray(x, dtype=np.float32), verbose=0)
-    return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    indices = list(indices)
+    captured = {i: [] for i in indices}
+    for start in range(0, len(x), 64):
+        h = keras.ops.convert_to_tensor(np.asarray(x[start : start + 64], dtype=np.float32))
+        for i, block in enumerate(blocks(backbone)[: max(indices) + 1]):
+            h = block(h, training=False)
+            if i in captured:
+                captured[i].append(keras.ops.convert_to_numpy(h))
+    return [np.concatenate(captured[i]) for i in indices]
 
 
 def first_layer_filters(backbone) -> np.ndarray:
