@@ -24,7 +24,7 @@ def seed(n: int) -> None:
     import numpy as np
 
     random.seed(n)
-    np.random.seed(n)
+    np.random.seed(n)  # noqa: NPY002  (seeds code that still uses the legacy global RNG)
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(n)
     if "keras" in sys.modules:

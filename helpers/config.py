@@ -74,7 +74,9 @@ def header(notebook: str, versions: dict) -> None:
     """Print the active profile's settings, this notebook's measured run times and the versions in use."""
     active = profile()
     print(f"profile: {active.name} ({active.description})")
-    print("  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(active).items() if k not in ("name", "description")))
+    print(
+        "  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(active).items() if k not in ("name", "description"))
+    )
     print("measured run time of this notebook:")
     for row in measured_runtimes(notebook):
         print(f"  {row['profile']:6s} {row['seconds']:>7.1f} s   {row['machine']}, {row['date']}")

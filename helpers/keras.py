@@ -226,7 +226,9 @@ def block_outputs(backbone, x, indices) -> list[np.ndarray]:
 
 def first_layer_filters(backbone) -> np.ndarray:
     """The first convolution's kernels as (filters, height, width, channels)."""
-    conv = next(layer for layer in keras_mobilenet._layers(blocks(backbone)[0]) if isinstance(layer, keras.layers.Conv2D))
+    conv = next(
+        layer for layer in keras_mobilenet._layers(blocks(backbone)[0]) if isinstance(layer, keras.layers.Conv2D)
+    )
     return np.transpose(conv.kernel.numpy(), (3, 0, 1, 2))
 
 

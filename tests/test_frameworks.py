@@ -1,0 +1,123 @@
+"""Behaviour of the helper API, run once per framework with the same test code."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from helpers import config, data
+
+
+@pytest.fixture(params=["torch", "keras"], scope="module")
+def book(request):
+    return importlib.import_module(f"helpers.{request.param}")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return data.photo_batch(size=64)[1]
+
+
+def _snapshot(book, model):
+    """Every weight and BatchNorm statistic of a model, as NumPy arrays."""
+    if book.__name__ == "helpers.torch":
+        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return {w.path: np.array(w.numpy()) for w in model.weights}
+
+
+def test_new_head_has_the_requested_number_of_classes(book, images):
+    backbone = book.pretrained_backbone("mobilenet_v2")
+    model = book.add_head(backbone, book.new_head(book.feature_dim(backbone), num_classes=3))
+    assert book.predict(model, images[0]).shape == (8, 3)
+    assert book.count_params(book.new_head(1280, 3))["trainable"] == 1280 * 3 + 3
+
+
+def test_loss_decreases_on_a_tiny_batch(book):
+    book.seed(0)
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(32, 16)).astype(np.float32), np.arange(32) % 4
+    history = book.fit(book.new_head(16, 4), (features, labels), epochs=40, lr=0.05, batch_size=32, verbose=False)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert len(history["loss"]) == len(history["epoch_seconds"]) == 40
+
+
+def test_frozen_parameters_and_batchnorm_statistics_do_not_move(book, images):
+    x, y = images
+    backbone = book.freeze(book.pretrained_backbone("mobilenet_v2"))
+    head = book.new_head(book.feature_dim(backbone), num_classes=3)
+    model = book.add_head(backbone, head)
+    before, head_before = _snapshot(book, backbone), _snapshot(book, head)
+    book.fit(model, (x, y), epochs=1, lr=0.1, batch_size=4, verbose=False)
+    after, head_after = _snapshot(book, backbone), _snapshot(book, head)
+    assert before.keys() == after.keys()
+    moved = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert not moved, f"frozen weights or statistics changed: {moved[:3]}"
+    assert any(not np.array_equal(head_before[k], head_after[k]) for k in head_before), "the head did not train"
+
+
+def test_freeze_and_unfreeze_change_the_trainable_count(book):
+    backbone = book.pretrained_backbone("mobilenet_v2")
+    total = book.count_params(backbone)["total"]
+    assert book.count_params(book.freeze(backbone)) == {"trainable": 0, "total": total}
+    assert book.count_params(book.unfreeze(backbone)) == {"trainable": total, "total": total}
+
+
+def test_mobilenet_structure(book, photos):
+    backbone = book.pretrained_backbone("mobilenet_v2")
+    assert len(book.blocks(backbone)) == 19 and book.feature_dim(backbone) == 1280
+    assert book.first_layer_filters(backbone).shape == (32, 3, 3, 3)
+    early, late = book.block_outputs(backbone, photos[:2], [1, 18])
+    assert early.shape == (2, 32, 32, 16) and late.shape == (2, 2, 2, 1280)
+    assert book.count_params(book.pretrained_model("mobilenet_v2"))["total"] == 3_504_872
+
+
+def test_pretrained_logits_match_the_stored_reference(book):
+    _, inputs = data.photo_batch(size=224)
+    logits = book.predict(book.pretrained_model("mobilenet_v2"), inputs)
+    reference = np.load(config.REFERENCE_LOGITS)
+    framework = book.__name__.split(".")[-1]
+    assert np.abs(logits - reference[framework]).max() < 1e-4
+    assert np.abs(logits - reference["keras" if framework == "torch" else "torch"]).max() < 1e-4
+
+
+def test_save_refuses_to_overwrite_and_reload_gives_identical_predictions(book, tmp_path):
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(5, 16)).astype(np.float32)
+    head = book.new_head(16, 3)
+    suffix = ".pt" if book.__name__.endswith("torch") else ".weights.h5"
+    path = book.save_weights(head, tmp_path / f"head{suffix}")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        book.save_weights(head, path)
+    reloaded = book.load_weights(book.new_head(16, 3), path)
+    np.testing.assert_array_equal(book.predict(head, features), book.predict(reloaded, features))
+
+
+def test_seed_makes_initialisation_repeatable(book):
+    features = np.ones((2, 16), dtype=np.float32)
+    book.seed(7)
+    first = book.predict(book.new_head(16, 3), features)
+    book.seed(7)
+    np.testing.assert_array_equal(first, book.predict(book.new_head(16, 3), features))
+
+
+def test_bad_input_gets_a_clear_error(book):
+    head = book.new_head(16, 3)
+    features = np.zeros((4, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="known optimizers: adam"):
+        book.fit(head, (features, np.zeros(4, int)), optimizer="adamm", verbose=False)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        book.fit(head, (features, np.zeros(4, int)), lr=0, verbose=False)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        book.fit(head, (features, np.zeros(4, int)), batch_size=0, verbose=False)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
+        book.fit(head, (features, np.array([0, 1, 2, 3])), verbose=False)
+    with pytest.raises(ValueError, match="differ in length"):
+        book.evaluate(head, (features, np.zeros(3, int)))
+    with pytest.raises(ValueError, match="integer >= 2"):
+        book.new_head(16, 1)
+    with pytest.raises(ValueError, match="known models: mobilenet_v2"):
+        book.pretrained_model("resnet50")
+    with pytest.raises(ValueError, match="'imagenet' or None"):
+        book.pretrained_backbone("mobilenet_v2", weights="imagenet21k")
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        book.fit(book.freeze(head), (features, np.zeros(4, int)), verbose=False)

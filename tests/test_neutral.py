@@ -1,0 +1,41 @@
+"""Framework-neutral modules import neither framework; metrics and plots behave."""
+
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+
+from helpers import metrics, plots
+
+matplotlib.use("Agg")
+
+
+def test_neutral_modules_import_no_framework():
+    code = (
+        "import sys, helpers, helpers.config, helpers.data, helpers.metrics, helpers.plots, helpers.registry;"
+        "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_helpers_quiets_tensorflow_before_it_loads():
+    code = "import os, helpers; print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={})
+    assert out.stdout.split() == ["3", "0"]
+
+
+def test_softmax_and_top_k():
+    logits = np.array([[1.0, 3.0, 2.0], [10.0, 0.0, 0.0]])
+    probs = metrics.softmax(logits)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    top = metrics.top_k(logits, ["a", "b", "c"], k=2)
+    assert [name for name, _ in top[0]] == ["b", "c"] and top[1][0][0] == "a"
+    assert metrics.accuracy(np.array([1, 1]), logits) == 0.5
+
+
+def test_plots_return_figures():
+    history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_loss": [1.1, 0.7], "val_accuracy": [0.4, 0.7]}
+    assert plots.plot_history({"run": history}).axes
+    assert plots.plot_confusion([0, 1, 1], [0, 1, 0], ["x", "y"]).axes
+    assert plots.show_images(np.zeros((3, 8, 8)), titles=["a", "b", "c"], ncols=2).axes

@@ -1,0 +1,108 @@
+"""Structure of the book: twin notebooks, the notebook skeleton, clean sources, the table of contents."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent.parent
+BOOK = ROOT / "book"
+NOTEBOOKS = sorted(p for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+CHAPTERS = sorted(p for p in BOOK.glob("[0-9][0-9]_*") if p.is_dir())
+CHAPTER_NOTEBOOKS = [nb for chapter in CHAPTERS for nb in sorted(chapter.glob("*.ipynb"))]
+SUFFIX = {"torch": " — PyTorch", "keras": " — Keras"}
+
+
+def cells(path, kind=None):
+    found = json.loads(path.read_text())["cells"]
+    return [c for c in found if kind is None or c["cell_type"] == kind]
+
+
+def source(cell):
+    return "".join(cell["source"])
+
+
+def headings(path):
+    lines = [line for cell in cells(path, "markdown") for line in source(cell).splitlines()]
+    return [line.strip() for line in lines if re.match(r"#{1,6} ", line)]
+
+
+def test_the_book_has_chapters():
+    assert CHAPTERS and len(CHAPTER_NOTEBOOKS) == 2 * len(CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_each_chapter_has_twin_notebooks_with_identical_headings_and_a_neutral_page(chapter):
+    assert (chapter / "index.md").is_file(), "every chapter needs a short framework-neutral page"
+    torch_nbs = sorted(chapter.glob("*_torch.ipynb"))
+    assert torch_nbs, f"{chapter.name} has no PyTorch notebook"
+    for torch_nb in torch_nbs:
+        keras_nb = torch_nb.with_name(torch_nb.name.replace("_torch", "_keras"))
+        assert keras_nb.is_file(), f"{keras_nb.name} is missing"
+        torch_h, keras_h = headings(torch_nb), headings(keras_nb)
+        assert torch_h[0].endswith(SUFFIX["torch"]) and keras_h[0].endswith(SUFFIX["keras"])
+        assert torch_h[0].removesuffix(SUFFIX["torch"]) == keras_h[0].removesuffix(SUFFIX["keras"])
+        assert torch_h[1:] == keras_h[1:], f"headings of {torch_nb.name} and {keras_nb.name} differ"
+
+
+@pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_skeleton(notebook):
+    first = source(cells(notebook, "markdown")[0])
+    assert first.startswith("# "), "the first cell opens with the title"
+    assert re.search(r"^\*[^*].+\*$", first, re.M), "a one-line description in italics follows the title"
+    for field in ("**Objectives**", "**Prerequisites**", "**Runtime**"):
+        assert field in first, f"header lacks {field}"
+    first_code = source(cells(notebook, "code")[0])
+    assert f'config.header("{notebook.stem}"' in first_code, "the first code cell prints profile, runtimes, versions"
+    assert "book.seed(" in first_code
+    heads = headings(notebook)
+    assert "## Summary" in heads and "## Exercises" in heads and heads.index("## Summary") < heads.index("## Exercises")
+    after = "".join(source(c) for c in cells(notebook)[_index_of(notebook, "## Exercises") :])
+    assert after.count(":::{exercise}") >= 3 and after.count("{solution") >= after.count(":::{exercise}")
+    checked = [c for c in cells(notebook, "code")[-3:] if "assert" in source(c)]
+    assert checked, "at least one exercise is auto-checked by an assert"
+
+
+@pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_uses_exactly_one_framework(notebook):
+    code = "\n".join(source(c) for c in cells(notebook, "code"))
+    framework = "torch" if notebook.stem.endswith("_torch") else "keras"
+    assert f"from helpers import {framework} as book" in code
+    forbidden = ("keras", "tensorflow") if framework == "torch" else ("torch", "torchvision")
+    for name in forbidden:
+        assert not re.search(rf"^\s*(import|from) {name}\b", code, re.M), f"{notebook.name} imports {name}"
+        assert f"from helpers import {name}" not in code
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(notebook):
+    dirty = [i for i, c in enumerate(cells(notebook, "code")) if c.get("outputs") or c.get("execution_count")]
+    assert not dirty, f"{notebook.name}: code cells {dirty} have outputs; clear them (the build makes outputs)"
+
+
+def test_toc_lists_every_page_and_only_existing_pages():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    listed = {toc["root"]} | set(_files(toc))
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in BOOK.rglob("*") if p.suffix in (".md", ".ipynb")}
+    pages = {p for p in pages if ".ipynb_checkpoints" not in p}
+    assert listed == pages, f"not in _toc.yml: {pages - listed}; missing files: {listed - pages}"
+
+
+def _files(node):
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        for value in node.values():
+            yield from _files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _files(item)
+
+
+def _index_of(notebook, heading):
+    for i, cell in enumerate(cells(notebook)):
+        if cell["cell_type"] == "markdown" and heading in source(cell).splitlines():
+            return i
+    raise AssertionError(f"{notebook.name} has no {heading!r}")
