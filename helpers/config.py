@@ -27,9 +27,36 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", 10, 10, 64, 1, 1, 32, "CI: tiny data, one epoch; checks that every cell runs"),
-    "cpu": Profile("cpu", 100, 50, 96, 8, 6, 64, "a laptop CPU: small data, effects visible"),
-    "full": Profile("full", 1000, 300, 160, 15, 15, 64, "a GPU: the configuration the prose describes"),
+    "smoke": Profile(
+        name="smoke",
+        train_per_class=10,
+        test_per_class=10,
+        image_size=64,
+        epochs=1,
+        scratch_epochs=1,
+        batch_size=32,
+        description="CI: tiny data, one epoch; checks that every cell runs",
+    ),
+    "cpu": Profile(
+        name="cpu",
+        train_per_class=100,
+        test_per_class=50,
+        image_size=96,
+        epochs=8,
+        scratch_epochs=6,
+        batch_size=64,
+        description="a laptop CPU: small data, effects visible",
+    ),
+    "full": Profile(
+        name="full",
+        train_per_class=1000,
+        test_per_class=300,
+        image_size=160,
+        epochs=15,
+        scratch_epochs=15,
+        batch_size=64,
+        description="a GPU: the configuration the prose describes",
+    ),
 }
 
 
