@@ -76,7 +76,7 @@ def main() -> None:
             m, (x, y), epochs=args.epochs, lr=1e-3, batch_size=args.batch_size, verbose=False
         ),
     }
-    for name, run in runs.items():  # warm-up: first-call costs (graph tracing, allocator) are not throughput
+    for run in runs.values():  # warm-up: first-call costs (graph tracing, allocator) are not throughput
         run(build())
     best = {name: float("inf") for name in runs}
     for _ in range(args.repeats):  # interleaved, best of N: both sides see the same machine state
