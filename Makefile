@@ -59,10 +59,11 @@ benchmark: data
 	$(PY) scripts/benchmark_fit.py torch
 	$(PY) scripts/benchmark_fit.py keras
 
-# Re-measure the per-notebook runtimes printed in every notebook header (book/runtimes.json).
+# Re-measure the per-notebook runtimes printed in every notebook header (book/runtimes.json):
+# the smoke profile under nbval, and the profile of the last `make book` from its execution cache.
 record-runtimes: data
 	BOOK_PROFILE=smoke $(PY) -m pytest book --record-runtimes
-	BOOK_PROFILE=cpu $(PY) -m pytest book --record-runtimes
+	test -d _build/.jupyter_cache && $(PY) scripts/record_runtimes.py || echo "run 'make book' first to record its profile"
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -6,13 +6,8 @@ Notebook headers print that table, so no runtime in the book is typed by hand.
 """
 
 import collections
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
-RUNTIMES = Path(__file__).parent / "book" / "runtimes.json"
 _durations: dict[str, float] = collections.defaultdict(float)
 
 
@@ -21,26 +16,14 @@ def pytest_addoption(parser):
 
 
 def pytest_runtest_logreport(report):
-    if report.nodeid.split("::")[0].endswith(".ipynb"):
-        _durations[Path(report.nodeid.split("::")[0]).stem] += report.duration
-
-
-def _machine() -> str:
-    cores = os.cpu_count()
-    gpu = "GPU" if Path("/proc/driver/nvidia/gpus").is_dir() else "no GPU"
-    return f"{platform.machine()}, {cores} CPU cores, {gpu}"
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _durations[Path(path).stem] += report.duration
 
 
 def pytest_sessionfinish(session, exitstatus):
     if not session.config.getoption("--record-runtimes") or exitstatus != 0 or not _durations:
         return
-    from helpers.config import profile_name
+    from helpers import config
 
-    table = json.loads(RUNTIMES.read_text()) if RUNTIMES.exists() else {}
-    for notebook, seconds in sorted(_durations.items()):
-        table.setdefault(notebook, {})[profile_name()] = {
-            "seconds": round(seconds, 1),
-            "machine": _machine(),
-            "date": time.strftime("%Y-%m-%d"),
-        }
-    RUNTIMES.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    config.record_runtimes(dict(_durations), config.profile_name(), config.machine_description())

@@ -97,6 +97,28 @@ def measured_runtimes(notebook: str) -> list[dict]:
     return [{"profile": name, **rows[name]} for name in PROFILES if name in rows]
 
 
+def record_runtimes(seconds_by_notebook: dict[str, float], profile_name_: str, machine: str) -> None:
+    """Store measured run times (seconds per notebook stem) for one profile in book/runtimes.json."""
+    import json
+    import time
+
+    table = json.loads(RUNTIMES_FILE.read_text()) if RUNTIMES_FILE.exists() else {}
+    for notebook, seconds in sorted(seconds_by_notebook.items()):
+        table.setdefault(notebook, {})[profile_name_] = {
+            "seconds": round(seconds, 1),
+            "machine": machine,
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    RUNTIMES_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+def machine_description() -> str:
+    """A short description of this machine for runtime records: architecture, cores, GPU or not."""
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {'GPU' if gpu_visible() else 'no GPU'}"
+
+
 def header(notebook: str, versions: dict) -> None:
     """Print the active profile's settings, this notebook's measured run times and the versions in use."""
     active = profile()

@@ -43,3 +43,14 @@ def test_preface_profile_table_matches_the_code():
         p = config.PROFILES[cells[0].strip("`")]
         expected = [p.train_per_class, p.test_per_class, p.image_size, p.epochs, p.scratch_epochs, p.batch_size]
         assert [int(c) for c in cells[2:]] == expected, f"preface row for {p.name} is out of date"
+
+
+def test_recorded_runtimes_reach_the_notebook_header(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(config, "RUNTIMES_FILE", tmp_path / "runtimes.json")
+    config.record_runtimes({"demo_torch": 12.345}, "cpu", "test machine")
+    config.record_runtimes({"demo_torch": 3.0}, "smoke", "test machine")
+    rows = config.measured_runtimes("demo_torch")
+    assert [(r["profile"], r["seconds"]) for r in rows] == [("smoke", 3.0), ("cpu", 12.3)]
+    config.header("demo_torch", {"numpy": "2"})
+    printed = capsys.readouterr().out
+    assert "cpu       12.3 s   test machine" in printed and "versions: numpy 2" in printed
