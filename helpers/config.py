@@ -24,6 +24,12 @@ class Profile:
     scratch_epochs: int  # epochs for training a network from scratch
     batch_size: int
     description: str
+    # chapter 09 (text): examples, tokens per text, epochs and batch size of the transformer runs
+    text_train_size: int = 160
+    text_test_size: int = 96
+    text_max_length: int = 32
+    text_epochs: int = 1
+    text_batch_size: int = 16
 
 
 PROFILES = {
@@ -36,6 +42,11 @@ PROFILES = {
         scratch_epochs=1,
         batch_size=32,
         description="CI: tiny data, one epoch; checks that every cell runs",
+        text_train_size=160,
+        text_test_size=96,
+        text_max_length=32,
+        text_epochs=1,
+        text_batch_size=16,
     ),
     "cpu": Profile(
         name="cpu",
@@ -46,6 +57,11 @@ PROFILES = {
         scratch_epochs=6,
         batch_size=64,
         description="a laptop CPU: small data, effects visible",
+        text_train_size=480,
+        text_test_size=400,
+        text_max_length=64,
+        text_epochs=2,
+        text_batch_size=16,
     ),
     "full": Profile(
         name="full",
@@ -56,6 +72,11 @@ PROFILES = {
         scratch_epochs=15,
         batch_size=64,
         description="a GPU: the configuration the prose describes",
+        text_train_size=4000,
+        text_test_size=1200,
+        text_max_length=256,
+        text_epochs=3,
+        text_batch_size=32,
     ),
 }
 

@@ -141,20 +141,88 @@ def unnormalize(images: np.ndarray) -> np.ndarray:
 
 def target_task(profile, source: str = "fashion", seed: int = 0) -> dict[str, np.ndarray]:
     """A small labelled target set sized by `profile`: raw uint8 images and labels for train and test."""
-    if source == "fashion":
-        train_x, train_y = load_fashion_mnist("train")
-        test_x, test_y = load_fashion_mnist("test")
-    elif source == "mnist":
+    if source not in DATASETS:
+        raise ValueError(f"Unknown source {source!r}; known sources: 'fashion', 'mnist'")
+    train_x, train_y, test_x, test_y = dataset_splits(source, seed)
+    per_class_train = min(profile.train_per_class, np.bincount(train_y).min())
+    per_class_test = min(profile.test_per_class, np.bincount(test_y).min())
+    train_x, train_y = balanced_subset(train_x, train_y, per_class_train, seed=seed)
+    test_x, test_y = balanced_subset(test_x, test_y, per_class_test, seed=seed + 1)
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+# ---- chapter 07 (evaluation): a long-tailed subset for the class-imbalance lesson ----
+
+
+def imbalanced_indices(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
+    """Indices of a long-tailed subset: classes, in a seeded random order, keep shares shrinking from 1 to `ratio`."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], the share the rarest class keeps; got {ratio!r}")
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))
+    keep = []
+    for rank, c in enumerate(classes):
+        members = np.flatnonzero(labels == c)
+        share = ratio ** (rank / max(len(classes) - 1, 1))
+        keep.append(rng.choice(members, max(1, round(len(members) * share)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+# ---- chapters 03-04 (strategies): source and target tasks from disjoint classes, input for the small CNN ----
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)  # the source task of chapter 04 ...
+TARGET_CLASSES = (5, 6, 7, 8, 9)  # ... and the target task, with classes the source never saw
+DATASETS = ("fashion", "mnist")
+
+
+def dataset_splits(dataset: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, test_x, test_y) of 'fashion' (its own split) or 'mnist' (the 5,000 digits split 80/20)."""
+    if dataset == "fashion":
+        return (*load_fashion_mnist("train"), *load_fashion_mnist("test"))
+    if dataset == "mnist":
         from sklearn.model_selection import train_test_split
 
         images, labels = load_mnist_subset()
         train_x, test_x, train_y, test_y = train_test_split(
             images, labels, test_size=0.2, stratify=labels, random_state=seed
         )
-    else:
-        raise ValueError(f"Unknown source {source!r}; known sources: 'fashion', 'mnist'")
-    per_class_train = min(profile.train_per_class, np.bincount(train_y).min())
-    per_class_test = min(profile.test_per_class, np.bincount(test_y).min())
-    train_x, train_y = balanced_subset(train_x, train_y, per_class_train, seed=seed)
-    test_x, test_y = balanced_subset(test_x, test_y, per_class_test, seed=seed + 1)
+        return train_x, train_y, test_x, test_y
+    raise ValueError(f"Unknown data set {dataset!r}; known data sets: {', '.join(DATASETS)}")
+
+
+def select_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of `classes` only, relabelled 0..len(classes)-1 in the order given."""
+    classes = [int(c) for c in classes]
+    unknown = sorted(set(classes) - set(np.unique(labels).tolist()))
+    if unknown or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ValueError(
+            f"classes must be two or more distinct labels of the data, {np.unique(labels).tolist()}; got {classes}"
+        )
+    keep = np.isin(labels, classes)
+    relabel = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+    relabel[classes] = np.arange(len(classes))
+    return images[keep], relabel[labels[keep]]
+
+
+def class_task(dataset: str, classes, train_per_class: int, test_per_class: int, seed: int = 0) -> dict:
+    """Balanced train and test sets of some classes of 'fashion' or 'mnist', relabelled 0..len(classes)-1.
+
+    A class with fewer examples than asked gives all it has to every class (the MNIST subset has 400
+    training and 100 test digits per class).
+    """
+    train_x, train_y, test_x, test_y = dataset_splits(dataset, seed)
+    train_x, train_y = select_classes(train_x, train_y, classes)
+    test_x, test_y = select_classes(test_x, test_y, classes)
+    train_n = min(train_per_class, np.bincount(train_y).min())
+    test_n = min(test_per_class, np.bincount(test_y).min())
+    train_x, train_y = balanced_subset(train_x, train_y, train_n, seed=seed)
+    test_x, test_y = balanced_subset(test_x, test_y, test_n, seed=seed + 1)
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def grey_input(images: np.ndarray) -> np.ndarray:
+    """Input for the small CNN: (N, H, W) uint8 greyscale to (N, H, W, 1) float32 in [0, 1]."""
+    images = _check_images(images)
+    if images.dtype != np.uint8 or images.shape[-1] != 1:
+        raise ValueError(f"grey_input expects uint8 greyscale images (N, H, W), got {images.dtype} {images.shape}")
+    return images.astype(np.float32) / 255.0

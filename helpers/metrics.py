@@ -29,3 +29,85 @@ def report(labels: np.ndarray, logits: np.ndarray, class_names) -> str:
     """scikit-learn's per-class precision/recall/F1 report."""
     predictions = np.asarray(logits).argmax(axis=-1)
     return skm.classification_report(labels, predictions, target_names=list(class_names), digits=3, zero_division=0)
+
+
+# ---- chapter 07 (evaluation): summary scores, confident errors, calibration ----
+
+
+def summary_scores(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """Accuracy and the macro and weighted averages of precision, recall and F1 (scikit-learn)."""
+    predictions = np.asarray(logits).argmax(axis=-1)
+    scores = {"accuracy": float(skm.accuracy_score(labels, predictions))}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            labels, predictions, average=average, zero_division=0
+        )
+        scores.update({f"{average} precision": precision, f"{average} recall": recall, f"{average} F1": f1})
+    return {name: float(value) for name, value in scores.items()}
+
+
+def per_class_scores(labels: np.ndarray, logits: np.ndarray, class_names) -> dict[str, dict[str, float]]:
+    """scikit-learn's classification report as {row: {precision, recall, f1-score, support}}."""
+    predictions = np.asarray(logits).argmax(axis=-1)
+    return skm.classification_report(
+        labels,
+        predictions,
+        labels=np.arange(len(class_names)),
+        target_names=list(class_names),
+        output_dict=True,
+        zero_division=0,
+    )
+
+
+def confident_errors(labels: np.ndarray, logits: np.ndarray, k: int = 16) -> np.ndarray:
+    """Indices of the k wrong predictions made with the highest probability, most confident first."""
+    probs = softmax(np.asarray(logits, dtype=np.float64))
+    predictions = probs.argmax(axis=-1)
+    wrong = np.flatnonzero(predictions != np.asarray(labels))
+    order = np.argsort(-probs[wrong, predictions[wrong]], kind="stable")
+    return wrong[order][:k]
+
+
+def _check_probabilities(probs) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or (probs < 0).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError("expected probabilities (N, C) whose rows sum to 1; pass metrics.softmax(logits)")
+    return probs
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, num_bins: int = 10) -> dict[str, np.ndarray]:
+    """Per equal-width bin of top-class probability: bin edges, mean confidence, accuracy and count."""
+    probs = _check_probabilities(probs)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, num_bins - 1)
+    count = np.bincount(bins, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / count
+        accuracy_in_bin = np.bincount(bins, weights=correct, minlength=num_bins) / count
+    return {"edges": edges, "confidence": mean_confidence, "accuracy": accuracy_in_bin, "count": count}
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, num_bins: int = 10) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    bins = reliability(labels, probs, num_bins)
+    used = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
+    return float((bins["count"][used] * gaps).sum() / bins["count"].sum())
+
+
+def nll(labels: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood (cross-entropy) of softmax(logits / temperature), scikit-learn's log_loss."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = softmax(logits / temperature)
+    return float(skm.log_loss(labels, probs, labels=np.arange(logits.shape[1])))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Temperature scaling: the T in [0.05, 20] minimising the NLL of softmax(logits / T) (Guo et al., 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(
+        lambda log_t: nll(labels, logits, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)), method="bounded"
+    )
+    return float(np.exp(result.x))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import matplotlib.pyplot as plt
@@ -76,5 +77,127 @@ def bar(values: dict, ylabel: str, title: str = ""):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ---- chapters 07-08 (evaluation, interpretation): reliability, runs over seeds, heat maps, embeddings ----
+
+
+def plot_reliability(curves: dict, num_bins: int = 10):
+    """Reliability diagrams, one panel per {name: (labels, probabilities)}, titled with the ECE; returns the figure."""
+    from helpers import metrics
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.7), squeeze=False, sharey=True)
+    for ax, (name, (labels, probs)) in zip(axes.flat, curves.items()):
+        bins = metrics.reliability(labels, probs, num_bins)
+        centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+        accuracy, confidence = np.nan_to_num(bins["accuracy"]), np.nan_to_num(bins["confidence"])
+        ax.bar(centres, accuracy, width=0.9 / num_bins, color="tab:blue", label="accuracy in bin")
+        gap = confidence - accuracy
+        ax.bar(centres, gap, bottom=accuracy, width=0.9 / num_bins, color="tab:red", alpha=0.35, label="gap")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+        ece = metrics.expected_calibration_error(labels, probs, num_bins)
+        ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=9)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes.flat[0].set_ylabel("accuracy")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(runs: dict, ylabel: str):
+    """Scores of repeated runs, {name: values}: every run as a dot, mean ± standard deviation as a bar."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(runs), 3.6))
+    for i, values in enumerate(runs.values()):
+        values = np.asarray(values, dtype=float)
+        offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.plot(i + offsets, values, "o", color="tab:gray", alpha=0.7)
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        ax.errorbar(i + 0.3, values.mean(), yerr=spread, fmt="s", color="tab:blue", capsize=5)
+    ax.set_xticks(range(len(runs)), list(runs), fontsize=8)
+    ax.set_xlim(-0.5, len(runs) - 0.3)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def show_heatmaps(images, maps: dict, labels: dict | None = None, size: float = 2.0):
+    """One row per image: the image, then each {name: (N, h, w) maps in [0, 1]} laid over it, stretched to fit."""
+    images = np.asarray(images)
+    figsize = ((1 + len(maps)) * size, len(images) * size * 1.1)
+    fig, axes = plt.subplots(len(images), 1 + len(maps), figsize=figsize, squeeze=False)
+    for row, image in enumerate(images):
+        image = image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image
+        height, width = image.shape[:2]
+        for col, ax in enumerate(axes[row]):
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+            ax.axis("off")
+            if col == 0:
+                continue
+            name = list(maps)[col - 1]
+            extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+            ax.imshow(maps[name][row], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear", vmin=0, vmax=1)
+            label = f"\n{labels[name][row]}" if labels and name in labels else ""
+            ax.set_title(f"{name}{label}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding(embeddings: dict, labels, class_names):
+    """2-D embeddings side by side, {name: (N, 2) points}, coloured by class; returns the figure."""
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(4.4 * len(embeddings) + 1.6, 4.4), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (name, points) in zip(axes.flat, embeddings.items()):
+        for c, class_name in enumerate(class_names):
+            chosen = labels == c
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=7, color=colours(c % 10), label=class_name)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes.flat[-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_block_change(changes: dict, log: bool = True):
+    """Relative weight change per block for several runs, {name: values per block}; returns the figure."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for name, values in changes.items():
+        ax.plot(range(len(values)), values, marker="o", label=name)
+    ax.set_xlabel("block (input → output)")
+    ax.set_ylabel("‖W_after − W_before‖ / ‖W_before‖")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xticks(range(max(len(v) for v in changes.values())))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- chapters 03-04 (strategies): accuracy against a setting (unfrozen blocks, copied layers, labels) ----
+
+
+def plot_curves(x, curves: dict, xlabel: str, ylabel: str, title: str = "", log_x: bool = False, log_y: bool = False):
+    """Several lines over the same x values, {name: y values}, with markers; returns the figure."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for (name, values), marker in zip(curves.items(), itertools.cycle("osD^vP*X")):
+        ax.plot(list(x), list(values), marker=marker, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(list(x), [str(v) for v in x])
+        ax.minorticks_off()
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

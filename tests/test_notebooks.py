@@ -66,6 +66,21 @@ def test_notebook_skeleton(notebook):
 
 
 @pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_solutions_are_hidden_and_a_gated_solution_asserts(notebook):
+    """Every solution sits behind a toggle; a gated solution's code cells (executed by nbval) assert."""
+    found = cells(notebook)
+    text = "".join(source(c) for c in found if c["cell_type"] == "markdown")
+    for directive in re.findall(r"^(?::::\{solution\}|```\{solution-start\}).*\n(?::\w.*\n)*", text, re.M):
+        assert ":class: dropdown" in directive, f"{notebook.name}: solution not hidden: {directive.splitlines()[0]}"
+    starts = [i for i, c in enumerate(found) if c["cell_type"] == "markdown" and "{solution-start}" in source(c)]
+    assert starts, f"{notebook.name} has no gated (solution-start/solution-end) solution"
+    for start in starts:
+        end = next(i for i in range(start, len(found)) if "{solution-end}" in source(found[i]))
+        gated = [source(c) for c in found[start + 1 : end] if c["cell_type"] == "code"]
+        assert gated and any("assert" in code for code in gated), f"{notebook.name}: gated solution has no assert"
+
+
+@pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
 def test_a_notebook_uses_exactly_one_framework(notebook):
     code = "\n".join(source(c) for c in cells(notebook, "code"))
     framework = "torch" if notebook.stem.endswith("_torch") else "keras"
@@ -106,3 +121,61 @@ def _index_of(notebook, heading):
         if cell["cell_type"] == "markdown" and heading in source(cell).splitlines():
             return i
     raise AssertionError(f"{notebook.name} has no {heading!r}")
+
+
+# ---- the glossary: English and Chinese names, and every {term} link in the book resolves ----
+
+GLOSSARY = BOOK / "appendix" / "glossary.md"
+TERM_ROLE = re.compile(r"\{term\}`([^`]+)`")
+REQUIRED_TERMS = {
+    "transfer learning": "迁移学习",
+    "fine-tuning": "微调",
+    "pretrained model": "预训练模型",
+    "feature extraction": "特征提取",
+    "freezing layers": "冻结层",
+    "learning-rate decay": "学习率衰减",
+    "cosine annealing": "余弦退火",
+    "knowledge distillation": "知识蒸馏",
+    "domain adaptation": "领域自适应",
+    "data augmentation": "数据增强",
+}
+
+
+def glossary_entries() -> list[list[str]]:
+    """The glossary's entries, each the list of its term lines (English name, then Chinese name)."""
+    block = re.search(r"```\{glossary\}\n(.*?)\n```", GLOSSARY.read_text(encoding="utf-8"), re.S).group(1)
+    entries, current = [], []
+    for line in block.splitlines():
+        if line and not line[0].isspace() and not line.startswith(":"):
+            current.append(line.strip())
+        elif current:
+            entries.append(current)
+            current = []
+    return entries + ([current] if current else [])
+
+
+def test_glossary_pairs_english_and_chinese_names():
+    entries = glossary_entries()
+    assert len(entries) >= 40
+    for names in entries:
+        cjk = [n for n in names if re.search(r"[\u4e00-\u9fff]", n)]
+        assert len(names) == 2 and len(cjk) == 1 and names[0] not in cjk, f"entry {names}: want English, then Chinese"
+    pairs = {names[0]: names[1] for names in entries}
+    for english, chinese in REQUIRED_TERMS.items():
+        assert pairs.get(english) == chinese, f"glossary lacks {english} / {chinese}"
+
+
+def test_every_term_link_resolves_to_the_glossary():
+    defined = {name.lower() for names in glossary_entries() for name in names}
+    pages = [p for p in BOOK.rglob("*") if p.suffix in (".md", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
+    unknown = {}
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".ipynb":
+            text = "\n".join(source(c) for c in cells(page, "markdown"))
+        for role in TERM_ROLE.findall(text):
+            target = re.fullmatch(r".*<(.+)>", role, re.S)
+            name = (target.group(1) if target else role).strip().lower()
+            if name not in defined:
+                unknown.setdefault(page.name, []).append(role)
+    assert not unknown, f"{{term}} links to terms not in the glossary: {unknown}"

@@ -1,0 +1,122 @@
+"""Settings and NumPy helpers for losses, optimizers, schedules and the learning-rate range test.
+
+Framework-neutral: imports neither PyTorch nor TensorFlow. `helpers.torch` and `helpers.keras`
+read their settings from here, so both frameworks build the same optimizers, schedules and
+losses from one definition (chapters 05 and 06).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOSSES = ("cross_entropy", "squared_error", "huber")
+HUBER_DELTA = 1.0  # squared error below this difference, absolute error above it
+
+# The learning-rate schedules, each built from the framework's own scheduler classes.
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup", "warmup_cosine")
+STEP_DROPS = 3  # step decay: the rate drops STEP_DROPS - 1 times, by STEP_FACTOR, at equal intervals
+STEP_FACTOR = 0.1
+EXPONENTIAL_FINAL = 0.01  # exponential decay ends at this fraction of the initial rate
+WARMUP_FRACTION = 0.1  # warmup lasts this fraction of all steps (at least one step) ...
+WARMUP_START = 0.01  # ... rising linearly from this fraction of the rate
+
+ADAMW_WEIGHT_DECAY = 0.01  # `weight_decay=None` means this for "adamw" and no decay for every other optimizer
+MOMENTUM = 0.9  # "momentum" is SGD with this momentum
+RMSPROP_RHO = 0.9  # decay of RMSProp's average of squared gradients
+RMSPROP_EPSILON = 1e-8  # PyTorch adds it to sqrt(v); Keras adds its square inside the root: nearly the same
+ADAGRAD_INITIAL = 0.1  # AdaGrad's initial accumulator value
+
+DIVERGENCE = 4.0  # the range test stops once the smoothed loss exceeds this multiple of its minimum
+
+
+def check_options(schedule, loss, label_smoothing, weight_decay, l2_sp, early_stopping, has_validation) -> None:
+    """Reject unknown names and out-of-range values of `fit`'s keyword options, with one clear message each."""
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; known schedules: {', '.join(SCHEDULES)}")
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown loss {loss!r}; known losses: {', '.join(LOSSES)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if weight_decay is not None and not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0 (or None for the optimizer's default), got {weight_decay!r}")
+    if not l2_sp >= 0:
+        raise ValueError(f"l2_sp must be >= 0, got {l2_sp!r}")
+    if early_stopping is not None:
+        if not isinstance(early_stopping, int) or early_stopping < 1:
+            raise ValueError(f"early_stopping is a patience in epochs, an integer >= 1, got {early_stopping!r}")
+        if not has_validation:
+            raise ValueError("early_stopping watches the validation loss: pass validation=(inputs, labels)")
+
+
+def weight_decay_for(optimizer: str, weight_decay: float | None) -> float:
+    """The decoupled weight decay an optimizer gets: the given value, else ADAMW_WEIGHT_DECAY for adamw, else 0."""
+    if weight_decay is not None:
+        return float(weight_decay)
+    return ADAMW_WEIGHT_DECAY if optimizer == "adamw" else 0.0
+
+
+def warmup_steps(total_steps: int) -> int:
+    """Number of warmup steps for a run of `total_steps` optimizer steps."""
+    return max(1, int(total_steps * WARMUP_FRACTION))
+
+
+def step_size(total_steps: int) -> int:
+    """Steps between two drops of the step-decay schedule."""
+    return max(1, -(-total_steps // STEP_DROPS))
+
+
+def check_schedule(schedule: str | None, lr: float, total_steps: int) -> str:
+    """Validate a schedule request; returns the schedule's name ('constant' for None)."""
+    name = "constant" if schedule is None else schedule
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; known schedules: {', '.join(SCHEDULES)}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if not isinstance(total_steps, int | np.integer) or total_steps < 1:
+        raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    if name.startswith("warmup") and total_steps < 2:
+        raise ValueError(f"schedule {name!r} needs total_steps >= 2 (warmup, then the rest), got {total_steps}")
+    return name
+
+
+def smooth(values, beta: float = 0.9) -> np.ndarray:
+    """Exponential moving average with bias correction, as the range test reads its noisy losses."""
+    values = np.asarray(values, dtype=np.float64)
+    out, average = np.empty_like(values), 0.0
+    for i, value in enumerate(values):
+        average = beta * average + (1 - beta) * value
+        out[i] = average / (1 - beta ** (i + 1))
+    return out
+
+
+def diverged(losses) -> bool:
+    """True once the latest smoothed loss is not finite or exceeds DIVERGENCE times the lowest so far."""
+    smoothed = smooth(losses)
+    return not np.isfinite(smoothed[-1]) or smoothed[-1] > DIVERGENCE * smoothed.min()
+
+
+def range_test_rates(min_lr: float, max_lr: float, steps: int) -> np.ndarray:
+    """The exponentially rising learning rates of a range test, one per step."""
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+    return np.geomspace(min_lr, max_lr, steps)
+
+
+def batch_order(num_examples: int, batch_size: int, steps: int, seed: int = 0) -> list[np.ndarray]:
+    """Indices of `steps` mini-batches drawn by passing over shuffled data, reshuffled after each pass."""
+    rng = np.random.default_rng(seed)
+    batches, order = [], np.array([], dtype=np.int64)
+    while len(batches) < steps:
+        if len(order) < batch_size:
+            order = np.concatenate([order, rng.permutation(num_examples)])
+        batches.append(order[:batch_size])
+        order = order[batch_size:]
+    return batches
+
+
+def suggest_lr(result: dict) -> float:
+    """A learning rate from a range test: where the smoothed loss is lowest, divided by ten."""
+    losses = smooth(result["loss"])
+    return float(np.asarray(result["lr"])[int(np.nanargmin(losses))] / 10)
