@@ -226,3 +226,12 @@ def grey_input(images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8 or images.shape[-1] != 1:
         raise ValueError(f"grey_input expects uint8 greyscale images (N, H, W), got {images.dtype} {images.shape}")
     return images.astype(np.float32) / 255.0
+
+
+def repeat_to(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whole copies of (images, labels) until there are at least `size` examples, so that runs on label budgets
+    of different sizes take the same number of optimizer steps per epoch."""
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    copies = max(1, -(-size // len(labels)))
+    return np.concatenate([images] * copies), np.concatenate([labels] * copies)

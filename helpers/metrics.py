@@ -111,3 +111,43 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         lambda log_t: nll(labels, logits, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)), method="bounded"
     )
     return float(np.exp(result.x))
+
+
+# ---- chapter 09 (text): scores of an imbalanced binary task, decision thresholds ----
+
+
+def binary_scores(labels: np.ndarray, logits: np.ndarray, positive: int = 1) -> dict[str, float]:
+    """Accuracy, macro-F1, and the precision, recall and F1 of the `positive` class (scikit-learn)."""
+    predictions = np.asarray(logits).argmax(axis=-1)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, predictions, labels=[positive], average=None, zero_division=0
+    )
+    return {
+        "accuracy": float(skm.accuracy_score(labels, predictions)),
+        "macro F1": float(skm.f1_score(labels, predictions, average="macro", zero_division=0)),
+        "precision": float(precision[0]),
+        "recall": float(recall[0]),
+        "F1": float(f1[0]),
+    }
+
+
+def threshold_table(labels: np.ndarray, positive_probs: np.ndarray, thresholds=(0.1, 0.3, 0.5, 0.7, 0.9)) -> list:
+    """Per threshold, flagging probabilities >= it: precision, recall, F1, false positives and false negatives."""
+    labels, positive_probs = np.asarray(labels), np.asarray(positive_probs)
+    rows = []
+    for threshold in thresholds:
+        flagged = positive_probs >= threshold
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            labels, flagged.astype(int), labels=[1], average=None, zero_division=0
+        )
+        rows.append(
+            {
+                "threshold": threshold,
+                "precision": float(precision[0]),
+                "recall": float(recall[0]),
+                "F1": float(f1[0]),
+                "false positives": int((flagged & (labels == 0)).sum()),
+                "false negatives": int((~flagged & (labels == 1)).sum()),
+            }
+        )
+    return rows

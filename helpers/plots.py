@@ -201,3 +201,42 @@ def plot_curves(x, curves: dict, xlabel: str, ylabel: str, title: str = "", log_
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- chapter 09 (text): token lengths, the precision-recall trade-off over thresholds ----
+
+
+def plot_token_lengths(lengths, max_length: int, limit: int = 512):
+    """Histogram of text lengths in tokens (log scale), with the chosen max_length and the model's limit."""
+    lengths = np.asarray(lengths)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    bins = np.geomspace(max(1, lengths.min()), max(lengths.max(), limit) + 1, 40)
+    ax.hist(lengths, bins=bins, color="tab:blue", alpha=0.8)
+    ax.set_xscale("log")
+    truncated = (lengths > max_length).mean()
+    ax.axvline(max_length, color="tab:red", label=f"max_length = {max_length} ({truncated:.0%} truncated)")
+    ax.axvline(limit, color="black", linestyle="--", label=f"model limit = {limit} positions")
+    ax.set_xlabel("length in tokens, [CLS] and [SEP] included")
+    ax.set_ylabel("texts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_tradeoff(labels, positive_probs):
+    """Precision, recall and F1 of the positive class against the decision threshold (scikit-learn's curve)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(labels, positive_probs)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for values, name in ((precision, "precision"), (recall, "recall"), (f1, "F1")):
+        ax.plot(thresholds, values, label=name)
+    ax.axvline(0.5, color="gray", linestyle=":", label="threshold 0.5")
+    ax.set_xlabel("decision threshold on the predicted probability")
+    ax.set_ylabel("score of the positive class")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

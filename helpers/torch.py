@@ -581,9 +581,12 @@ def lr_range_test(model, train, min_lr=1e-6, max_lr=1.0, steps=100, batch_size=3
 def _transformers():
     """transformers, imported on first use, offline (the model comes from the registry) and quiet."""
     import os
+    import warnings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
+    with warnings.catch_warnings():  # tqdm.auto's "IProgress not found" in notebooks without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
