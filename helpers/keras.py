@@ -510,9 +510,23 @@ def _steps(x, batch_size: int) -> int:
 
 def _keras_hub():
     """keras_hub, imported on first use (its import takes seconds)."""
-    import keras_hub
+    import warnings
+
+    with warnings.catch_warnings():  # tqdm.auto's "IProgress not found" in notebooks without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import keras_hub
 
     return keras_hub
+
+
+def _quiet_predict(model, inputs: dict, batch_size: int) -> np.ndarray:
+    """model.predict without TensorFlow's retracing warning (each new model traces its predict function once)."""
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")
+    try:
+        return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
+    finally:
+        logger.setLevel(level)
 
 
 def text_tokenizer():
@@ -610,14 +624,14 @@ def sentence_embeddings(model, tokens, batch_size=64, normalize=True) -> np.ndar
     _check_positive(batch_size=batch_size)
     tokens = text.check_tokens(tokens)
     embedder = _embedder(_text_backbone(model), bool(normalize))
-    return np.asarray(embedder.predict(_int32(tokens), batch_size=batch_size, verbose=0))
+    return _quiet_predict(embedder, _int32(tokens), batch_size)
 
 
 def predict_text(model, tokens, batch_size=64) -> np.ndarray:
     """Class logits (N, classes) of a text classifier for tokenized texts."""
     _check_positive(batch_size=batch_size)
     tokens = text.check_tokens(tokens)
-    return np.asarray(model.predict(_int32(tokens), batch_size=batch_size, verbose=0))
+    return _quiet_predict(model, _int32(tokens), batch_size)
 
 
 def _check_text_data(model, data) -> tuple[dict, np.ndarray]:

@@ -94,8 +94,9 @@ def plot_reliability(curves: dict, num_bins: int = 10):
         centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
         accuracy, confidence = np.nan_to_num(bins["accuracy"]), np.nan_to_num(bins["confidence"])
         ax.bar(centres, accuracy, width=0.9 / num_bins, color="tab:blue", label="accuracy in bin")
-        gap = confidence - accuracy
-        ax.bar(centres, gap, bottom=accuracy, width=0.9 / num_bins, color="tab:red", alpha=0.35, label="gap")
+        gap = confidence - accuracy  # drawn from the accuracy up (over-confident) or down (under-confident)
+        ax.bar(centres, gap, bottom=accuracy, width=0.9 / num_bins, fill=False, hatch="///", edgecolor="tab:red",
+               label="gap to mean confidence")  # fmt: skip
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
         ece = metrics.expected_calibration_error(labels, probs, num_bins)
         ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=9)
@@ -126,23 +127,28 @@ def plot_runs(runs: dict, ylabel: str):
 
 
 def show_heatmaps(images, maps: dict, labels: dict | None = None, size: float = 2.0):
-    """One row per image: the image, then each {name: (N, h, w) maps in [0, 1]} laid over it, stretched to fit."""
+    """One column per image: the image, then each {name: (N, h, w) maps in [0, 1]} laid over it, stretched to fit."""
     images = np.asarray(images)
-    figsize = ((1 + len(maps)) * size, len(images) * size * 1.1)
-    fig, axes = plt.subplots(len(images), 1 + len(maps), figsize=figsize, squeeze=False)
-    for row, image in enumerate(images):
+    rows = [None, *maps]
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(len(images) * size, len(rows) * size * 1.15),
+                             squeeze=False)  # fmt: skip
+    for col, image in enumerate(images):
         image = image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image
         height, width = image.shape[:2]
-        for col, ax in enumerate(axes[row]):
+        for row, name in enumerate(rows):
+            ax = axes[row, col]
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-            ax.axis("off")
-            if col == 0:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if name is None:
                 continue
-            name = list(maps)[col - 1]
             extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-            ax.imshow(maps[name][row], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear", vmin=0, vmax=1)
-            label = f"\n{labels[name][row]}" if labels and name in labels else ""
-            ax.set_title(f"{name}{label}", fontsize=7)
+            ax.imshow(maps[name][col], cmap="jet", alpha=0.45, extent=extent, interpolation="bilinear", vmin=0, vmax=1)
+            if labels and name in labels:
+                ax.set_title(labels[name][col], fontsize=7)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import email
 import email.header
 import functools
-import html.parser
+import html
 import json
 import re
 import tarfile
@@ -106,29 +106,13 @@ def label_ids(names, classes) -> np.ndarray:
 # ----------------------------------------------------------------------------- data sets
 
 
-class _TextOfHtml(html.parser.HTMLParser):
-    """Collect the visible text of an HTML document (script and style dropped)."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts, self._skip = [], 0
-
-    def handle_starttag(self, tag, attrs):
-        self._skip += tag in ("script", "style")
-
-    def handle_endtag(self, tag):
-        self._skip -= self._skip > 0 and tag in ("script", "style")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.S | re.I)
+_TAG = re.compile(r"<[^>]*>")
 
 
 def _html_text(markup: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(markup)
-    parser.close()
-    return " ".join(parser.parts)
+    """The visible text of an HTML document: script and style dropped, tags removed, entities decoded."""
+    return html.unescape(_TAG.sub(" ", _SCRIPT_OR_STYLE.sub(" ", markup)))
 
 
 def _decoded_header(value: str) -> str:

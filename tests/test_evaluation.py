@@ -224,6 +224,6 @@ def test_evaluation_plots_return_figures():
     assert plots.plot_reliability({"a": (labels, probs), "b": (labels, probs)}).axes
     assert plots.plot_runs({"x": [0.8, 0.82, 0.81], "y": [0.85, 0.8, 0.84]}, ylabel="accuracy").axes
     images, maps = np.zeros((2, 16, 16, 3)), {"m": rng.random((2, 4, 4))}
-    assert len(plots.show_heatmaps(images, maps, labels={"m": ["a", "b"]}).axes) == 4
+    assert len(plots.show_heatmaps(images, maps, labels={"m": ["a", "b"]}).axes) == 4  # 2 rows, 2 images
     assert plots.plot_embedding({"p": rng.normal(size=(50, 2))}, labels, ["a", "b", "c"]).axes
     assert plots.plot_block_change({"r": np.linspace(0.01, 0.1, 19)}).axes
