@@ -50,13 +50,15 @@ lint: setup
 	$(PY) -m ruff check helpers tests scripts book conftest.py
 	$(PY) -m ruff format --check helpers tests scripts book conftest.py
 
-# Execution results are cached per profile in _build/.jupyter_cache; CI always executes afresh.
+# Execution results are cached in _build/.jupyter_cache; a change of profile, or CI, rebuilds and re-executes all.
 book: data
 	profile=$$($(PY) -c 'from helpers.config import profile_name; print(profile_name())'); \
-	if [ -n "$$CI" ] || [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then rm -rf _build/.jupyter_cache; fi; \
+	fresh=""; \
+	if [ -n "$$CI" ] || [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then \
+		rm -rf _build/.jupyter_cache; fresh="--all"; fi; \
 	mkdir -p _build && echo "$$profile" > _build/.profile; \
 	echo "building the book in the '$$profile' profile"; \
-	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going $$fresh
 	@echo "open _build/html/index.html"
 
 benchmark: data
