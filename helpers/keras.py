@@ -48,6 +48,7 @@ __all__ = [
     "split_model",
     "grad_cam",
     "block_weights",
+    "freeze_batchnorm",
     "learning_rates",
     "lr_range_test",
     "augment_images",
@@ -374,6 +375,14 @@ def block_weights(model) -> list[np.ndarray]:
     """Each feature block's parameters (not BatchNorm statistics) as one flat vector, from input to output."""
     flat = lambda block: [np.ravel(w.numpy()) for w in block.weights if "moving_" not in w.path]
     return [np.concatenate(flat(block)) for block in blocks(model)]
+
+
+def freeze_batchnorm(model):
+    """Freeze every BatchNorm layer: scale and shift stop training, and `fit` normalises with the stored statistics."""
+    for layer in keras_mobilenet._layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            freeze(layer)
+    return model
 
 
 # ---- chapters 05-06 (craft): optimizers, schedules, losses, L2-SP, early stopping, augmentation, range test ----

@@ -132,13 +132,13 @@ def binary_scores(labels: np.ndarray, logits: np.ndarray, positive: int = 1) -> 
 
 
 def threshold_table(labels: np.ndarray, positive_probs: np.ndarray, thresholds=(0.1, 0.3, 0.5, 0.7, 0.9)) -> list:
-    """Per threshold, flagging probabilities >= it: precision, recall, F1, false positives and false negatives."""
+    """Per threshold, flagging probabilities >= it: precision (NaN if nothing is flagged), recall, F1, FP and FN."""
     labels, positive_probs = np.asarray(labels), np.asarray(positive_probs)
     rows = []
     for threshold in thresholds:
         flagged = positive_probs >= threshold
         precision, recall, f1, _ = skm.precision_recall_fscore_support(
-            labels, flagged.astype(int), labels=[1], average=None, zero_division=0
+            labels, flagged.astype(int), labels=[1], average=None, zero_division=np.nan
         )
         rows.append(
             {

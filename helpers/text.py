@@ -123,6 +123,9 @@ def _decoded_header(value: str) -> str:
 
 
 def _part_text(part) -> str:
+    if (part.get("Content-Transfer-Encoding") or "").strip().lower() not in ("base64", "quoted-printable"):
+        payload = part.get_payload()  # already text: decoding it again would turn non-Latin-1 characters into \uXXXX
+        return payload if isinstance(payload, str) else ""
     payload = part.get_payload(decode=True) or b""
     try:
         return payload.decode(part.get_content_charset() or "latin-1", errors="replace")

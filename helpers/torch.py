@@ -48,6 +48,7 @@ __all__ = [
     "split_model",
     "grad_cam",
     "block_weights",
+    "freeze_batchnorm",
     "learning_rates",
     "lr_range_test",
     "augment_images",
@@ -408,6 +409,14 @@ def block_weights(model) -> list[np.ndarray]:
     return [torch.cat([p.detach().reshape(-1) for p in b.parameters()]).cpu().numpy() for b in blocks(model)]
 
 
+def freeze_batchnorm(model):
+    """Freeze every BatchNorm layer: scale and shift stop training, and `fit` normalises with the stored statistics."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            freeze(module)
+    return model
+
+
 # ---- chapters 05-06 (craft): optimizers, schedules, losses, L2-SP, early stopping, augmentation, range test ----
 
 
@@ -714,9 +723,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         model.train()
         total_loss = correct = 0.0
         order = torch.randperm(len(labels)).numpy()
-        batches = range(0, len(labels), batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, file=sys.stdout, mininterval=10)
-        for first in bar:
+        for first in range(0, len(labels), batch_size):
             rows = order[first : first + batch_size]
             yb = torch.as_tensor(labels[rows], dtype=torch.long, device=dev)
             logits = model(**_token_tensors(tokens, rows, dev)).logits
@@ -740,7 +747,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
             )
             history["val_accuracy"].append(accuracy(val_labels, logits))
         if verbose:
-            print(_epoch_line({k: v for k, v in history.items() if k != "lr"}))
+            print(f"epoch {epoch + 1}/{epochs}" + _epoch_line({k: v for k, v in history.items() if k != "lr"}))
     return dict(history)
 
 

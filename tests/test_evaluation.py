@@ -227,3 +227,29 @@ def test_evaluation_plots_return_figures():
     assert len(plots.show_heatmaps(images, maps, labels={"m": ["a", "b"]}).axes) == 4  # 2 rows, 2 images
     assert plots.plot_embedding({"p": rng.normal(size=(50, 2))}, labels, ["a", "b", "c"]).axes
     assert plots.plot_block_change({"r": np.linspace(0.01, 0.1, 19)}).axes
+
+
+def test_freeze_batchnorm_keeps_statistics_and_scales_while_convolutions_train(book, images):
+    x, y = images
+    backbone = book.pretrained_backbone("mobilenet_v2")
+    model = book.freeze_batchnorm(book.add_head(backbone, book.new_head(book.feature_dim(backbone), num_classes=3)))
+    before = _batchnorm_state(book, backbone)
+    weights_before = book.block_weights(model)
+    book.fit(model, (x, y), epochs=1, lr=0.01, batch_size=8, verbose=False)
+    after = _batchnorm_state(book, backbone)
+    assert before.keys() == after.keys() and len(before) == 4 * 52
+    moved = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert not moved, f"BatchNorm values changed: {moved[:3]}"
+    assert (interpret.relative_change(weights_before, book.block_weights(model)) > 0).all(), "convolutions must train"
+
+
+def _batchnorm_state(book, model):
+    """Scale, shift and running statistics of every BatchNorm layer, as NumPy arrays."""
+    if _framework(book) == "torch":
+        names = ("weight", "bias", "running_mean", "running_var")
+        modules = [m for m in model.modules() if m.__class__.__name__ == "BatchNorm2d"]
+        return {(i, n): getattr(m, n).detach().cpu().numpy().copy() for i, m in enumerate(modules) for n in names}
+    from helpers import keras_mobilenet
+
+    layers = [lay for lay in keras_mobilenet._layers(model) if lay.__class__.__name__ == "BatchNormalization"]
+    return {(i, w.path): np.array(w.numpy()) for i, layer in enumerate(layers) for w in layer.weights}

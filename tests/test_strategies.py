@@ -181,6 +181,9 @@ def test_class_task_is_balanced_disjoint_and_capped():
     task = data.class_task("mnist", data.SOURCE_CLASSES, train_per_class=1000, test_per_class=7)
     assert np.bincount(task["train_y"]).tolist() == [400] * 5  # the MNIST subset's training part has 400 per class
     assert np.bincount(task["test_y"]).tolist() == [7] * 5
+    other = data.class_task("mnist", data.SOURCE_CLASSES, train_per_class=3, test_per_class=7, seed=5)
+    assert np.array_equal(other["test_x"], task["test_x"]), "the test examples do not depend on the seed"
+    assert not np.array_equal(other["train_x"], task["train_x"][: len(other["train_x"])])
     with pytest.raises(ValueError, match="known data sets: fashion, mnist"):
         data.class_task("cifar", data.SOURCE_CLASSES, 1, 1)
 

@@ -8,10 +8,11 @@ import importlib
 import subprocess
 import sys
 
+import matplotlib
 import numpy as np
 import pytest
 
-from helpers import config, text
+from helpers import config, metrics, plots, text
 
 SENTENCES = [
     "Win a FREE iPhone now!!! Click here to claim your prize",
@@ -45,7 +46,7 @@ def _weights(book, module) -> list[np.ndarray]:
 
 
 def test_text_module_imports_no_framework():
-    code = "import sys, helpers.text; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad"
+    code = "import sys, helpers.text; assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -119,6 +120,23 @@ def test_bad_text_input_gets_one_clear_error():
     assert text.label_ids(["spam", "ham"], text.SPAM_CLASSES).tolist() == [1, 0]
     with pytest.raises(ValueError, match="warmup"):
         text.warmup_steps(100, 1.5)
+
+
+def test_binary_scores_and_the_threshold_table():
+    labels = np.array([0, 0, 0, 1, 1])
+    logits = np.array([[2, 0], [2, 0], [0, 2], [0, 2], [2, 0]], dtype=float)
+    scores = metrics.binary_scores(labels, logits)
+    assert scores["accuracy"] == 0.6 and scores["precision"] == 0.5 and scores["recall"] == 0.5
+    assert np.isclose(scores["macro F1"], (2 / 3 + 0.5) / 2)
+    rows = metrics.threshold_table(labels, np.array([0.1, 0.2, 0.6, 0.9, 0.4]), thresholds=(0.5, 0.95))
+    assert (rows[0]["false positives"], rows[0]["false negatives"]) == (1, 1)
+    assert np.isnan(rows[1]["precision"]) and rows[1]["false negatives"] == 2, "nothing flagged: precision undefined"
+
+
+def test_text_plots_return_figures():
+    matplotlib.use("Agg")
+    assert plots.plot_token_lengths(np.array([5, 50, 500, 5000]), 64).axes
+    assert plots.plot_threshold_tradeoff(np.array([0, 1, 1, 0]), np.array([0.2, 0.8, 0.4, 0.6])).axes
 
 
 # ----------------------------------------------------------------------------- both frameworks
