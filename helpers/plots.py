@@ -246,3 +246,36 @@ def plot_threshold_tradeoff(labels, positive_probs):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- chapters 05-06 (craft): learning-rate schedules, the range test ----
+
+
+def plot_schedules(rates: dict, title: str = ""):
+    """Learning rate against optimizer step for several schedules, {name: rates}; returns the figure."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, values in rates.items():
+        ax.plot(np.arange(len(values)), values, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_range(result: dict, suggestion: float, smoothed=None):
+    """A learning-rate range test: loss against rate (log scale), smoothed loss and the suggested rate."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(result["lr"], result["loss"], color="tab:blue", alpha=0.35, label="loss per step")
+    if smoothed is not None:
+        ax.plot(result["lr"], smoothed, color="tab:blue", label="smoothed loss")
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested rate {suggestion:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

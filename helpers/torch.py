@@ -316,14 +316,14 @@ def predict(model, x, batch_size=256) -> np.ndarray:
 def block_outputs(backbone, x, indices) -> list[np.ndarray]:
     """Activations of the chosen feature blocks for inputs x, as NHWC NumPy arrays."""
     chosen = [blocks(backbone)[i] for i in indices]
-    captured = {}
-    hooks = [b.register_forward_hook(lambda m, i, o, k=k: captured.__setitem__(k, o)) for k, b in enumerate(chosen)]
+    captured = {k: [] for k in range(len(chosen))}  # one entry per batch that predict runs
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: captured[k].append(o)) for k, b in enumerate(chosen)]
     try:
         predict(backbone, x)
     finally:
         for hook in hooks:
             hook.remove()
-    return [captured[k].permute(0, 2, 3, 1).cpu().numpy() for k in range(len(chosen))]
+    return [torch.cat(captured[k]).permute(0, 2, 3, 1).cpu().numpy() for k in range(len(chosen))]
 
 
 def first_layer_filters(backbone) -> np.ndarray:

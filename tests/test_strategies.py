@@ -198,3 +198,9 @@ def test_grey_input_scales_to_the_unit_interval():
 def test_plot_curves_returns_a_figure():
     fig = plots.plot_curves([1, 2, 5], {"a": [0.1, 0.2, 0.3], "b": [0.3, 0.2, 0.1]}, "labels", "accuracy", log_x=True)
     assert len(fig.axes[0].lines) == 2
+
+
+def test_block_outputs_cover_every_input_beyond_one_batch(book):
+    x = np.random.default_rng(0).random((300, 28, 28, 1), dtype=np.float32)
+    (outputs,) = book.block_outputs(book.small_cnn(3), x, [3])
+    assert outputs.shape == (300, 3, 3, 128)
