@@ -404,7 +404,8 @@ def _make_schedule(schedule: str | None, lr: float, total_steps: int):
     if name == "constant":
         return lr
     if name == "step":
-        return S.ExponentialDecay(lr, tuning.step_size(total_steps), tuning.STEP_FACTOR, staircase=True)
+        boundaries = [m - 1 for m in tuning.step_milestones(total_steps)]  # the rate drops after each boundary
+        return S.PiecewiseConstantDecay(boundaries, [lr * tuning.STEP_FACTOR**i for i in range(len(boundaries) + 1)])
     if name == "exponential":
         return S.ExponentialDecay(lr, total_steps, tuning.EXPONENTIAL_FINAL)
     if name == "cosine":

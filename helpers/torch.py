@@ -450,7 +450,7 @@ def _make_scheduler(opt: torch.optim.Optimizer, schedule: str | None, lr: float,
     if name == "constant":
         return S.LambdaLR(opt, lambda step: 1.0)
     if name == "step":
-        return S.StepLR(opt, step_size=tuning.step_size(total_steps), gamma=tuning.STEP_FACTOR)
+        return S.MultiStepLR(opt, milestones=tuning.step_milestones(total_steps), gamma=tuning.STEP_FACTOR)
     if name == "exponential":
         return S.ExponentialLR(opt, gamma=tuning.EXPONENTIAL_FINAL ** (1 / total_steps))
     if name == "cosine":

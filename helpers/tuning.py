@@ -14,7 +14,7 @@ HUBER_DELTA = 1.0  # squared error below this difference, absolute error above i
 
 # The learning-rate schedules, each built from the framework's own scheduler classes.
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup", "warmup_cosine")
-STEP_DROPS = 3  # step decay: the rate drops STEP_DROPS - 1 times, by STEP_FACTOR, at equal intervals
+STEP_AT = (1 / 3, 2 / 3)  # step decay: the rate drops by STEP_FACTOR at these fractions of all steps
 STEP_FACTOR = 0.1
 EXPONENTIAL_FINAL = 0.01  # exponential decay ends at this fraction of the initial rate
 WARMUP_FRACTION = 0.1  # warmup lasts this fraction of all steps (at least one step) ...
@@ -60,9 +60,12 @@ def warmup_steps(total_steps: int) -> int:
     return max(1, int(total_steps * WARMUP_FRACTION))
 
 
-def step_size(total_steps: int) -> int:
-    """Steps between two drops of the step-decay schedule."""
-    return max(1, -(-total_steps // STEP_DROPS))
+def step_milestones(total_steps: int) -> list[int]:
+    """The steps at which step decay drops the rate (increasing, at least one step apart)."""
+    milestones = []
+    for fraction in STEP_AT:
+        milestones.append(max(round(total_steps * fraction), milestones[-1] + 1 if milestones else 1))
+    return milestones
 
 
 def check_schedule(schedule: str | None, lr: float, total_steps: int) -> str:

@@ -54,8 +54,10 @@ def test_schedules_have_the_documented_shapes(book):
     lr, total = 0.1, 100
     rates = {name: book.learning_rates(name, lr, total) for name in tuning.SCHEDULES}
     np.testing.assert_allclose(rates["constant"], lr)
-    assert len(np.unique(rates["step"].round(12))) == tuning.STEP_DROPS
-    assert rates["step"][0] == pytest.approx(lr) and rates["step"][-1] == pytest.approx(lr * tuning.STEP_FACTOR**2)
+    drops = len(tuning.STEP_AT)
+    assert len(np.unique(rates["step"].round(12))) == drops + 1
+    assert rates["step"][0] == pytest.approx(lr) and rates["step"][-1] == pytest.approx(lr * tuning.STEP_FACTOR**drops)
+    assert np.flatnonzero(np.diff(rates["step"])).tolist() == [m - 1 for m in tuning.step_milestones(total)]
     assert np.all(np.diff(rates["exponential"]) < 0)
     assert rates["exponential"][-1] == pytest.approx(lr * tuning.EXPONENTIAL_FINAL ** ((total - 1) / total), rel=1e-5)
     assert rates["cosine"][0] == pytest.approx(lr) and np.all(np.diff(rates["cosine"]) < 0)
