@@ -273,7 +273,7 @@ def evaluate(model, data, batch_size=256) -> dict[str, float]:
 def predict(model, x, batch_size=256) -> np.ndarray:
     """Model outputs (logits or features) for NumPy inputs, as a NumPy array."""
     _check_positive(batch_size=batch_size)
-    return np.asarray(model.predict(np.asarray(x, dtype=np.float32), batch_size=batch_size, verbose=0))
+    return _quiet_predict(model, np.asarray(x, dtype=np.float32), batch_size)
 
 
 def block_outputs(backbone, x, indices) -> list[np.ndarray]:
@@ -529,8 +529,9 @@ def _keras_hub():
     return keras_hub
 
 
-def _quiet_predict(model, inputs: dict, batch_size: int) -> np.ndarray:
-    """model.predict without TensorFlow's retracing warning (each new model traces its predict function once)."""
+def _quiet_predict(model, inputs, batch_size: int) -> np.ndarray:
+    """model.predict (on an array or a dict of arrays) without TensorFlow's retracing warning; each new model
+    traces its predict function once, which is expected here."""
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel("ERROR")
     try:
