@@ -2,6 +2,8 @@
 layer transfer and class splits, run once per framework with the same test code."""
 
 import importlib
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
@@ -204,3 +206,11 @@ def test_block_outputs_cover_every_input_beyond_one_batch(book):
     x = np.random.default_rng(0).random((300, 28, 28, 1), dtype=np.float32)
     (outputs,) = book.block_outputs(book.small_cnn(3), x, [3])
     assert outputs.shape == (300, 3, 3, 128)
+
+
+def test_strategies_module_imports_no_framework():
+    code = (
+        "import sys, helpers.strategies;"
+        "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
