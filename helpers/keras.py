@@ -133,11 +133,22 @@ def feature_dim(backbone) -> int:
 
 
 def new_head(num_features: int, num_classes: int, dropout: float = 0.0) -> keras.Model:
-    """A fresh classifier: dropout then one dense layer from features to class logits."""
+    """A fresh classifier: dropout then one dense layer from features to class logits.
+
+    Weights and biases start uniform in +-1/sqrt(num_features), PyTorch's default for nn.Linear, so that both
+    frameworks start alike: Keras' own default (Glorot) is about 2.5 times larger here, and a larger random head
+    sends larger gradients into the pretrained layers when everything is fine-tuned at once.
+    """
     _check_classes(num_classes)
-    return keras.Sequential(
-        [keras.Input((num_features,)), keras.layers.Dropout(dropout), keras.layers.Dense(num_classes)], name="head"
+    _check_positive(num_features=num_features)
+    limit = 1 / np.sqrt(num_features)
+    init = {"minval": -limit, "maxval": limit}
+    dense = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.RandomUniform(**init),
+        bias_initializer=keras.initializers.RandomUniform(**init),
     )
+    return keras.Sequential([keras.Input((num_features,)), keras.layers.Dropout(dropout), dense], name="head")
 
 
 def add_head(backbone, head) -> keras.Model:

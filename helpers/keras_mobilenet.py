@@ -18,6 +18,13 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # torch momentum 0.1
 
 
+def _he_fan_out(channels_per_filter: int = 1):
+    """torchvision's random initialisation of a convolution, kaiming_normal_(mode='fan_out'): std sqrt(2 / fan_out)
+    with torch's fan_out = output channels * kernel area. Keras counts a depthwise kernel's fan_out without its
+    channels, so for one the scale is divided by them (`channels_per_filter`)."""
+    return keras.initializers.VarianceScaling(2.0 / channels_per_filter, "fan_out", "untruncated_normal")
+
+
 def _conv_bn(x, filters, kernel, stride, name, depthwise=False, activation=True):
     """Conv (or depthwise conv) + BatchNorm (+ ReLU6), padded the way torchvision pads."""
     if stride == 2:
@@ -26,9 +33,15 @@ def _conv_bn(x, filters, kernel, stride, name, depthwise=False, activation=True)
     else:
         padding = "same"
     if depthwise:
-        x = layers.DepthwiseConv2D(kernel, stride, padding, use_bias=False, name=f"{name}_0")(x)
+        init = _he_fan_out(x.shape[-1])
+        x = layers.DepthwiseConv2D(
+            kernel, stride, padding, use_bias=False, depthwise_initializer=init, name=f"{name}_0"
+        )(x)
     else:
-        x = layers.Conv2D(filters, kernel, stride, padding, use_bias=False, name=f"{name}_0")(x)
+        init = _he_fan_out()
+        x = layers.Conv2D(filters, kernel, stride, padding, use_bias=False, kernel_initializer=init, name=f"{name}_0")(
+            x
+        )
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1")(x)
     return layers.ReLU(6.0, name=f"{name}_2")(x) if activation else x
 
@@ -42,7 +55,7 @@ def _inverted_residual(in_channels, out_channels, stride, expansion, index):
         x = _conv_bn(x, in_channels * expansion, 1, 1, f"{name}_{part}")
         part += 1
     x = _conv_bn(x, None, 3, stride, f"{name}_{part}", depthwise=True)
-    x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_{part + 1}")(x)
+    x = layers.Conv2D(out_channels, 1, use_bias=False, kernel_initializer=_he_fan_out(), name=f"{name}_{part + 1}")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_{part + 2}")(x)
     if stride == 1 and in_channels == out_channels:
         x = layers.Add(name=f"features_{index}_add")([inputs, x])
@@ -82,7 +95,8 @@ def classifier(num_classes: int = 1000) -> keras.Model:
     """The whole network: backbone, dropout 0.2 and a dense layer, like torchvision's."""
     base = backbone()
     x = layers.Dropout(0.2, name="classifier_0")(base.output)
-    outputs = layers.Dense(num_classes, name="classifier_1")(x)
+    init = keras.initializers.RandomNormal(stddev=0.01)  # torchvision's, like the convolutions' above
+    outputs = layers.Dense(num_classes, kernel_initializer=init, name="classifier_1")(x)
     return keras.Model(base.input, outputs, name="mobilenet_v2")
 
 

@@ -143,6 +143,7 @@ def feature_dim(backbone: nn.Module) -> int:
 def new_head(num_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
     """A fresh classifier: dropout then one linear layer from features to class logits."""
     _check_classes(num_classes)
+    _check_positive(num_features=num_features)
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
 
 

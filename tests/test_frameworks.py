@@ -32,6 +32,23 @@ def test_new_head_has_the_requested_number_of_classes(book, images):
     assert book.count_params(book.new_head(1280, 3))["trainable"] == 1280 * 3 + 3
 
 
+def test_new_head_starts_like_pytorchs_linear_layer(book):
+    """Both frameworks initialise a new head uniformly in +-1/sqrt(features) (weights and biases), so a
+    fine-tuning run starts alike in both; Keras' Glorot default would be about 2.5 times larger."""
+    book.seed(0)
+    head = book.new_head(1280, 10)
+    if book.__name__ == "helpers.torch":
+        weights = [p.detach().numpy() for p in head.parameters()]
+    else:
+        weights = head.get_weights()
+    limit = 1 / np.sqrt(1280)
+    assert all(np.abs(w).max() <= limit for w in weights)  # the kernel and the bias
+    assert np.abs(weights[0]).max() > 0.99 * limit  # uniform over the whole range, not a narrower one
+    assert np.std(weights[0]) == pytest.approx(limit / np.sqrt(3), rel=0.05)
+    with pytest.raises(ValueError, match="num_features must be positive"):
+        book.new_head(0, 10)
+
+
 def test_loss_decreases_on_a_tiny_batch(book):
     book.seed(0)
     rng = np.random.default_rng(0)

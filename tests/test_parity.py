@@ -2,6 +2,8 @@
 
 import inspect
 
+import numpy as np
+
 from helpers import keras as hk
 from helpers import torch as ht
 
@@ -30,3 +32,21 @@ def test_every_public_helper_has_a_docstring():
 def _shape(function):
     """Parameter names, kinds and defaults (annotations may name framework types)."""
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_random_initialisation_matches_torchvision():
+    """`weights=None` (the 'from scratch' baselines) starts both frameworks from the same distribution: torchvision's
+    kaiming_normal_(mode='fan_out') for every convolution, so a from-scratch comparison is fair in both."""
+    ht.seed(0)
+    torch_stds = [
+        float(p.detach().std())
+        for p in ht.pretrained_backbone("mobilenet_v2", weights=None).parameters()
+        if p.dim() == 4
+    ]
+    keras_stds = [
+        float(np.std(w.numpy()))
+        for w in hk.pretrained_backbone("mobilenet_v2", weights=None).weights
+        if len(w.shape) == 4
+    ]
+    assert len(torch_stds) == len(keras_stds) == 52
+    np.testing.assert_allclose(keras_stds, torch_stds, rtol=0.25)  # sample stds of the same normal distribution
