@@ -91,6 +91,16 @@ def test_a_notebook_uses_exactly_one_framework(notebook):
         assert f"from helpers import {name}" not in code
 
 
+@pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_the_framework_loads_after_helpers(notebook):
+    """`helpers` sets TF_CPP_MIN_LOG_LEVEL and TF_ENABLE_ONEDNN_OPTS on import; a TensorFlow imported before it
+    prints its C++ logs into the notebook."""
+    lines = "\n".join(source(c) for c in cells(notebook, "code")).splitlines()
+    first_helpers = next(i for i, line in enumerate(lines) if line.startswith("from helpers import"))
+    early = [line for line in lines[:first_helpers] if re.match(r"(import|from) (keras|tensorflow)\b", line)]
+    assert not early, f"{notebook.name}: import helpers before {early}"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_without_outputs(notebook):
     dirty = [i for i, c in enumerate(cells(notebook, "code")) if c.get("outputs") or c.get("execution_count")]
