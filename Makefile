@@ -50,15 +50,16 @@ lint: setup
 	$(PY) -m ruff check helpers tests scripts book conftest.py
 	$(PY) -m ruff format --check helpers tests scripts book conftest.py
 
-# Execution results are cached in _build/.jupyter_cache; a change of profile, or CI, rebuilds and re-executes all.
+# Execution results are cached in _build/.jupyter_cache: a notebook whose code is unchanged is not executed again.
+# A change of profile, or CI, clears that cache. Every page is re-read (--all), so a notebook that failed last time
+# runs again and its failure fails this build too.
 book: data
 	profile=$$($(PY) -c 'from helpers.config import profile_name; print(profile_name())'); \
-	fresh=""; \
 	if [ -n "$$CI" ] || [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then \
-		rm -rf _build/.jupyter_cache; fresh="--all"; fi; \
+		rm -rf _build/.jupyter_cache; fi; \
 	mkdir -p _build && echo "$$profile" > _build/.profile; \
 	echo "building the book in the '$$profile' profile"; \
-	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going $$fresh
+	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going --all
 	@echo "open _build/html/index.html"
 
 benchmark: data
