@@ -34,14 +34,15 @@ def _conv_bn(x, filters, kernel, stride, name, depthwise=False, activation=True)
         padding = "same"
     if depthwise:
         init = _he_fan_out(x.shape[-1])
-        x = layers.DepthwiseConv2D(
+        conv = layers.DepthwiseConv2D(
             kernel, stride, padding, use_bias=False, depthwise_initializer=init, name=f"{name}_0"
-        )(x)
+        )
     else:
         init = _he_fan_out()
-        x = layers.Conv2D(filters, kernel, stride, padding, use_bias=False, kernel_initializer=init, name=f"{name}_0")(
-            x
+        conv = layers.Conv2D(
+            filters, kernel, stride, padding, use_bias=False, kernel_initializer=init, name=f"{name}_0"
         )
+    x = conv(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1")(x)
     return layers.ReLU(6.0, name=f"{name}_2")(x) if activation else x
 
