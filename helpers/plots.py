@@ -180,10 +180,7 @@ def plot_block_change(changes: dict, log: bool = True):
     if log:
         ax.set_yscale("log")
     ax.set_xticks(range(max(len(v) for v in changes.values())))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 # ---- chapters 03-04 (strategies): accuracy against a setting (unfrozen blocks, copied layers, labels) ----
@@ -203,10 +200,7 @@ def plot_curves(x, curves: dict, xlabel: str, ylabel: str, title: str = "", log_
         ax.minorticks_off()
     if log_y:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 # ---- chapter 09 (text): token lengths, the precision-recall trade-off over thresholds ----
@@ -242,10 +236,7 @@ def plot_threshold_tradeoff(labels, positive_probs):
     ax.axvline(0.5, color="gray", linestyle=":", label="threshold 0.5")
     ax.set_xlabel("decision threshold on the predicted probability")
     ax.set_ylabel("score of the positive class")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 # ---- chapters 05-06 (craft): learning-rate schedules, the range test ----
@@ -259,10 +250,7 @@ def plot_schedules(rates: dict, title: str = ""):
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 def plot_lr_range(result: dict, suggestion: float, smoothed=None):
@@ -275,6 +263,11 @@ def plot_lr_range(result: dict, suggestion: float, smoothed=None):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
+    return _finish(fig, ax)
+
+
+def _finish(fig, ax):
+    """The common ending of a one-axes line plot: light grid, small legend, tight layout; returns the figure."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
