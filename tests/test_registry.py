@@ -1,7 +1,10 @@
 """The offline registry: checksums, fallbacks, refetching, clear errors, no silent overwrites."""
 
+import dataclasses
 import hashlib
+import json
 
+import numpy as np
 import pytest
 
 from helpers import registry
@@ -30,7 +33,7 @@ def test_checksum_mismatch_in_cache_triggers_a_refetch_and_keeps_the_old_file(tm
     reg = _entry(tmp_path)
     (cache / "toy").mkdir(parents=True)
     (cache / "toy/file.bin").write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="does not match the sha256"):
+    with pytest.warns(UserWarning, match="does not match the checksum"):
         path = registry.fetch("toy", reg)
     assert path.read_bytes() == b"real data"
     aside = list((cache / "toy").glob("file.bin.mismatch-*"))
@@ -70,4 +73,73 @@ def test_the_real_files_are_in_the_cache_and_verified():
     """`make data` ran before the tests: every registered file verifies (offline)."""
     for name in registry.REGISTRY:
         path = registry.fetch(name)
-        assert registry.sha256_of(path) == registry.REGISTRY[name].sha256
+        assert registry.REGISTRY[name].verifies(path), name
+
+
+def test_set_asides_in_the_same_second_all_survive(tmp_path):
+    """Each corrupted copy moved aside keeps its own name: none overwrites another (the user's files are kept)."""
+    path = tmp_path / "file.bin"
+    for i in range(5):  # well within one second, so at least two share a second-resolution timestamp
+        path.write_bytes(f"version {i}".encode())
+        with pytest.warns(UserWarning, match="moved it to"):
+            registry._set_aside(path, "is a test")
+    kept = sorted(aside.read_bytes() for aside in tmp_path.glob("file.bin.mismatch-*"))
+    assert kept == [f"version {i}".encode() for i in range(5)] and not path.exists()
+
+
+# ----------------------------------------------------------------------------- derived files: a digest of the tensors
+
+
+TENSORS = {"conv.weight": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "bn.num": np.array([7], dtype=np.int64)}
+DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
+
+
+def _write_safetensors(path, tensors, metadata=None, reverse=False, padding=0):
+    """A safetensors file written by hand, with a chosen data order, metadata and header padding."""
+    header, offset = {}, 0
+    names = sorted(tensors, reverse=reverse)
+    for name in names:
+        size = tensors[name].nbytes
+        header[name] = {"dtype": DTYPES[tensors[name].dtype], "shape": list(tensors[name].shape)}
+        header[name]["data_offsets"] = [offset, offset + size]
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode() + b" " * padding
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"".join(tensors[n].tobytes() for n in names))
+    return path
+
+
+def test_tensor_digest_ignores_layout_and_metadata_but_not_values(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file(TENSORS, str(tmp_path / "library.safetensors"))
+    reference = registry.tensor_digest(tmp_path / "library.safetensors")
+    relaid = _write_safetensors(tmp_path / "relaid.safetensors", TENSORS, {"writer": "v9"}, reverse=True, padding=5)
+    assert relaid.read_bytes() != (tmp_path / "library.safetensors").read_bytes()
+    assert registry.tensor_digest(relaid) == reference
+    changed = {**TENSORS, "bn.num": np.array([8], dtype=np.int64)}
+    reshaped = {**TENSORS, "conv.weight": TENSORS["conv.weight"].reshape(3, 2, 4)}
+    renamed = {"conv.kernel": TENSORS["conv.weight"], "bn.num": TENSORS["bn.num"]}
+    for other in (changed, reshaped, renamed):
+        assert registry.tensor_digest(_write_safetensors(tmp_path / "other.safetensors", other)) != reference
+
+
+def test_a_derived_file_passes_when_rewritten_with_another_layout_and_fails_with_other_values(tmp_path, cache):
+    reference = registry.tensor_digest(_write_safetensors(tmp_path / "ref.safetensors", TENSORS))
+    relaid = _write_safetensors(tmp_path / "relaid.safetensors", TENSORS, {"format": "np"}, reverse=True)
+    changed = _write_safetensors(tmp_path / "changed.safetensors", {**TENSORS, "bn.num": np.array([8])})
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    sources = tuple(registry.SystemFile(str(path)) for path in (garbage, changed, relaid))
+    item = registry.Entry("w/model.safetensors", reference, "toy tensors", "CC0", sources, registry.tensor_digest)
+    assert registry.fetch("toy", {"toy": item}).read_bytes() == relaid.read_bytes()
+    item = dataclasses.replace(item, sources=sources[:2])
+    (cache / "w/model.safetensors").unlink()
+    with pytest.raises(registry.DataUnavailableError, match="(?s)garbage.*unreadable.*changed.*checksum mismatch"):
+        registry.fetch("toy", {"toy": item})
+
+
+def test_the_registered_keras_weights_are_checked_by_their_tensors():
+    item = registry.REGISTRY["mobilenet_v2-keras"]
+    assert item.digest is registry.tensor_digest and isinstance(item.sources[0], registry.Derived)
