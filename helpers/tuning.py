@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from helpers import checks
+
 LOSSES = ("cross_entropy", "squared_error", "huber")
 HUBER_DELTA = 1.0  # squared error below this difference, absolute error above it
 
@@ -24,6 +26,8 @@ ADAMW_WEIGHT_DECAY = 0.01  # `weight_decay=None` means this for "adamw" and no d
 MOMENTUM = 0.9  # "momentum" is SGD with this momentum
 RMSPROP_RHO = 0.9  # decay of RMSProp's average of squared gradients
 RMSPROP_EPSILON = 1e-8  # PyTorch adds it to sqrt(v); Keras adds its square inside the root: nearly the same
+ADAM_EPSILON = 1e-8  # Adam and AdamW in both frameworks (PyTorch's default; Keras' own default is 1e-7)
+ADAGRAD_EPSILON = 1e-10  # PyTorch adds it to sqrt(accumulator); Keras adds its square inside the root
 ADAGRAD_INITIAL = 0.1  # AdaGrad's initial accumulator value
 
 DIVERGENCE = 4.0  # the range test stops once the smoothed loss exceeds this multiple of its minimum
@@ -42,8 +46,7 @@ def check_options(schedule, loss, label_smoothing, weight_decay, l2_sp, early_st
     if not l2_sp >= 0:
         raise ValueError(f"l2_sp must be >= 0, got {l2_sp!r}")
     if early_stopping is not None:
-        if not isinstance(early_stopping, int) or early_stopping < 1:
-            raise ValueError(f"early_stopping is a patience in epochs, an integer >= 1, got {early_stopping!r}")
+        checks.count("early_stopping (a patience in epochs)", early_stopping)
         if not has_validation:
             raise ValueError("early_stopping watches the validation loss: pass validation=(inputs, labels)")
 
@@ -100,10 +103,10 @@ def diverged(losses) -> bool:
 
 def range_test_rates(min_lr: float, max_lr: float, steps: int) -> np.ndarray:
     """The exponentially rising learning rates of a range test, one per step."""
+    steps = checks.count("steps", steps, minimum=2)
+    checks.positive(min_lr=min_lr, max_lr=max_lr)
     if not 0 < min_lr < max_lr:
         raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-    if not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
     return np.geomspace(min_lr, max_lr, steps)
 
 

@@ -45,7 +45,7 @@ def test_new_head_starts_like_pytorchs_linear_layer(book):
     assert all(np.abs(w).max() <= limit for w in weights)  # the kernel and the bias
     assert np.abs(weights[0]).max() > 0.99 * limit  # uniform over the whole range, not a narrower one
     assert np.std(weights[0]) == pytest.approx(limit / np.sqrt(3), rel=0.05)
-    with pytest.raises(ValueError, match="num_features must be positive"):
+    with pytest.raises(ValueError, match="num_features must be an integer >= 1"):
         book.new_head(0, 10)
 
 
@@ -122,9 +122,9 @@ def test_bad_input_gets_a_clear_error(book):
     features = np.zeros((4, 16), dtype=np.float32)
     with pytest.raises(ValueError, match="known optimizers: adam"):
         book.fit(head, (features, np.zeros(4, int)), optimizer="adamm", verbose=False)
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive, finite number"):
         book.fit(head, (features, np.zeros(4, int)), lr=0, verbose=False)
-    with pytest.raises(ValueError, match="batch_size must be positive"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         book.fit(head, (features, np.zeros(4, int)), batch_size=0, verbose=False)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.2"):
         book.fit(head, (features, np.array([0, 1, 2, 3])), verbose=False)

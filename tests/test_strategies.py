@@ -140,7 +140,7 @@ def test_discriminative_rates_reject_nonsense(book, clothes):
         with pytest.raises(ValueError, match=r"block_lr_decay must be a number in \(0, 1\]"):
             book.fit(model, clothes, block_lr_decay=bad, verbose=False)
     features = np.zeros((4, 16), dtype=np.float32)
-    with pytest.raises(ValueError, match="has no `features"):
+    with pytest.raises(ValueError, match="found no feature blocks"):
         book.fit(book.new_head(16, 3), (features, np.zeros(4, int)), block_lr_decay=0.5, verbose=False)
 
 

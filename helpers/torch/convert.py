@@ -1,8 +1,8 @@
 """Convert torchvision's MobileNetV2 checkpoint to safetensors for the Keras port.
 
-Run as `python -m helpers.convert IN.pth OUT.safetensors` (the registry does this in a
+Run as `python -m helpers.torch.convert IN.pth OUT.safetensors` (the registry does this in a
 subprocess, so a Keras notebook never imports PyTorch). Tensors keep torch's names and
-layouts; `helpers.keras` transposes them while loading.
+layouts; `helpers.keras.mobilenet_port` transposes them while loading.
 """
 
 import sys
