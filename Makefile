@@ -6,33 +6,50 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+LOCK := requirements.lock
+WHEELS ?= _build/wheels
+REQ_HASH := $(shell sha256sum requirements.txt $(LOCK) pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: help setup data test unit notebooks book lint benchmark record-runtimes clean
+.PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean
 
 help:
 	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile)"
 	@echo "make book       set up, fetch data, build the HTML book executing every notebook (_build/html)"
+	@echo "make lock       regenerate requirements.lock (every package, with hashes) from requirements.txt"
+	@echo "make wheels     download every locked wheel into \$$WHEELS (default _build/wheels) for offline installs"
 	@echo "make data       prefetch every data set and weight file into the cache (\$$BOOK_CACHE)"
 	@echo "make lint       ruff on helpers, tests, scripts and notebooks"
 	@echo "make benchmark  helpers' fit versus a plain training loop, throughput ratio"
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements.txt holds the direct pins; requirements.lock (from `make lock`) pins every package with its hashes and
+# is what gets installed: first the locked pip, then the lock (complete, so --no-deps), then the project, built by the
+# locked setuptools (--no-build-isolation: nothing is fetched for the build).
+$(STAMP): requirements.txt $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
+	$(PYTHON) tests/test_lock.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps $$(sed -n 's/^# no-deps: //p' requirements.txt)
-	$(PY) -m pip install --quiet --no-deps -e .
+	awk '/^[^ #]/ {keep = /^pip==/} keep' $(LOCK) > $(VENV)/pip.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(VENV)/pip.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check > $(VENV)/pip-check.txt || true
 	@# pip check must pass, but for one requirement left out on purpose: keras-hub declares tensorflow-text, which
 	@# needs the full `tensorflow` wheel beside tensorflow-cpu (two TensorFlows); see requirements.txt.
 	! grep -v -e '^No broken requirements' -e '^keras-hub [0-9.]* requires tensorflow-text,' $(VENV)/pip-check.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Regenerate requirements.lock after editing requirements.txt (UPGRADE=1 also moves every transitive pin).
+lock:
+	PYTHON=$(PYTHON) scripts/lock.sh
+
+# The download half of an offline install (README, "Offline use and workshops"): every file the lock names.
+wheels:
+	$(PYTHON) -m pip download --quiet --require-hashes --no-deps --only-binary=:all: -r $(LOCK) -d $(WHEELS)
+	@echo "$$(ls $(WHEELS) | wc -l) files, $$(du -sh $(WHEELS) | cut -f1) in $(WHEELS)"
 
 data: setup
 	$(PY) -m helpers.registry fetch-all
