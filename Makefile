@@ -14,8 +14,10 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 .PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean
 
 help:
-	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile)"
-	@echo "make book       set up, fetch data, build the HTML book executing every notebook (_build/html)"
+	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile),"
+	@echo "                and check the HTML built without executing notebooks in Chromium, offline"
+	@echo "make book       set up, fetch data, build the HTML book executing every notebook (_build/html),"
+	@echo "                then check it in Chromium, offline (tests/test_browser.py)"
 	@echo "make lock       regenerate requirements.lock (every package, with hashes) from requirements.txt"
 	@echo "make wheels     download every locked wheel into \$$WHEELS (default _build/wheels) for offline installs"
 	@echo "make data       prefetch every data set and weight file into the cache (\$$BOOK_CACHE)"
@@ -60,8 +62,24 @@ unit: data
 notebooks: data
 	BOOK_PROFILE=smoke $(PY) -m pytest book
 
-test: data lint
-	BOOK_PROFILE=smoke $(PY) -m pytest
+test: data lint html-unexecuted browser-setup
+	BOOK_PROFILE=smoke BOOK_HTML_DIR=$(HTML_UNEXECUTED) BOOK_HTML_EXECUTED=0 $(PY) -m pytest
+
+# The HTML book without executing any notebook (about 10 s): what `make test`'s browser check reads. MathJax comes
+# from the registry (scripts/stage_mathjax.py), so formulas render without network.
+HTML_UNEXECUTED := _build/unexecuted/_build/html
+.PHONY: html-unexecuted browser-setup
+html-unexecuted: setup
+	$(PY) scripts/stage_mathjax.py
+	$(PY) scripts/unexecuted_config.py _build/unexecuted/_config.yml
+	$(VENV)/bin/jupyter-book build . --config _build/unexecuted/_config.yml --path-output _build/unexecuted \
+		-W -n --keep-going --all
+
+# tests/test_browser.py drives Debian's Chromium (Playwright's own browser download needs the network).
+browser-setup:
+	@command -v chromium > /dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+		else echo "tests/test_browser.py needs Chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
 
 lint: setup
 	$(PY) -m ruff check helpers tests scripts book conftest.py
@@ -70,13 +88,15 @@ lint: setup
 # Execution results are cached in _build/.jupyter_cache: a notebook whose code is unchanged is not executed again.
 # A change of profile, or CI, clears that cache. Every page is re-read (--all), so a notebook that failed last time
 # runs again and its failure fails this build too.
-book: data
+book: data browser-setup
+	$(PY) scripts/stage_mathjax.py
 	profile=$$($(PY) -c 'from helpers.config import profile_name; print(profile_name())'); \
 	if [ -n "$$CI" ] || [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then \
 		rm -rf _build/.jupyter_cache; fi; \
 	mkdir -p _build && echo "$$profile" > _build/.profile; \
 	echo "building the book in the '$$profile' profile"; \
 	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going --all
+	BOOK_HTML_DIR=_build/html BOOK_HTML_EXECUTED=1 $(PY) -m pytest tests/test_browser.py
 	@echo "open _build/html/index.html"
 
 benchmark: data
