@@ -1,12 +1,32 @@
-"""pytest plugin for the book: `--record-runtimes` writes each notebook's measured run time.
+"""pytest plugin for the book: thread caps under pytest-xdist, and `--record-runtimes`.
 
-nbval turns every notebook cell into a test item; the durations of a notebook's items are
-summed and stored in book/runtimes.json under the active profile, with the machine it ran on.
-Notebook headers print that table, so no runtime in the book is typed by hand.
+`make test` runs the suite with pytest-xdist, one worker per core, each notebook's cells in one worker
+(`--dist loadfile`). Each worker (and every notebook kernel it starts) gets cores/workers threads, so that
+the workers do not fight over the cores; the variables are set here, before PyTorch or TensorFlow is imported.
+
+nbval turns every notebook cell into a test item; with `--record-runtimes` the durations of a notebook's items
+are summed and stored in book/runtimes.json under the active profile, with the machine it ran on. Notebook
+headers print that table, so no runtime in the book is typed by hand. Under xdist the controller receives every
+report and writes the file once; the workers write nothing.
 """
 
 import collections
+import os
 from pathlib import Path
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def _cap_threads() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, threads)
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+_cap_threads()
 
 _durations: dict[str, float] = collections.defaultdict(float)
 
@@ -22,7 +42,8 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not session.config.getoption("--record-runtimes") or exitstatus != 0 or not _durations:
+    is_worker = hasattr(session.config, "workerinput")
+    if is_worker or not session.config.getoption("--record-runtimes") or exitstatus != 0 or not _durations:
         return
     from helpers import config
 

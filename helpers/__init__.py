@@ -4,9 +4,10 @@ Import a framework module in a notebook, `from helpers import torch as book` or
 `from helpers import keras as book`: both export the same names with the same
 signatures. Framework-neutral modules: `config`, `registry`, `data`, `metrics`, `plots`.
 
-Importing `helpers` has one side effect, on purpose: it quiets TensorFlow's C++ logs by
-setting `TF_CPP_MIN_LOG_LEVEL=3` and `TF_ENABLE_ONEDNN_OPTS=0` (unless already set),
-which must happen before TensorFlow is imported.
+Importing `helpers` has one side effect, on purpose: it sets environment variables that
+TensorFlow reads when it is imported (unless already set): `TF_CPP_MIN_LOG_LEVEL=3` and
+`TF_ENABLE_ONEDNN_OPTS=0` quiet its C++ logs; `TF_FORCE_GPU_ALLOW_GROWTH=true` stops it from
+reserving all GPU memory, which PyTorch may need in the same process (the unit tests use both).
 """
 
 import os
@@ -15,17 +16,34 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 __all__ = ["seed"]
 
 
 def seed(n: int) -> None:
-    """Seed Python, NumPy and every framework already imported, so runs repeat."""
+    """Seed Python, NumPy and every framework already imported, so runs repeat; on a GPU, also switch the
+    frameworks to deterministic algorithms (on the CPU their kernels are deterministic already)."""
     import numpy as np
 
     random.seed(n)
     np.random.seed(n)  # noqa: NPY002  (seeds code that still uses the legacy global RNG)
     if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(n)
+        torch = sys.modules["torch"]
+        torch.manual_seed(n)
+        if torch.cuda.is_available():
+            _deterministic_torch(torch)
     if "keras" in sys.modules:
         sys.modules["keras"].utils.set_random_seed(n)
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.enable_op_determinism()
+
+
+def _deterministic_torch(torch) -> None:
+    """Deterministic CUDA kernels: cuDNN without autotuning, cuBLAS with a fixed workspace. Operations that have
+    no deterministic CUDA kernel warn instead of failing; the book's models use none of them."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: set before the first use
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)

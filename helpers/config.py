@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import warnings
 from pathlib import Path
 
 PROFILE_VARIABLE = "BOOK_PROFILE"
@@ -30,6 +32,9 @@ class Profile:
     text_max_length: int = 32
     text_epochs: int = 1
     text_batch_size: int = 16
+    # Keras only: run fit without compiling a graph. On smoke-sized data (a few batches) tracing the training step
+    # of a MobileNetV2 costs several times what the steps do; the cpu and full profiles (and a unit test) run graphs.
+    keras_eager: bool = False
 
 
 PROFILES = {
@@ -47,6 +52,7 @@ PROFILES = {
         text_max_length=32,
         text_epochs=1,
         text_batch_size=16,
+        keras_eager=True,
     ),
     "cpu": Profile(
         name="cpu",
@@ -89,11 +95,31 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
+def framework_gpus() -> dict[str, bool]:
+    """For each helpers framework package this process has imported, whether that framework runs on a GPU.
+
+    A GPU on the machine is not enough: `tensorflow-cpu` on a GPU machine still runs Keras on the CPU.
+    Nothing is imported here; a framework not yet imported is not asked.
+    """
+    found = {}
+    for framework in ("torch", "keras"):
+        module = sys.modules.get(f"helpers.{framework}")
+        if module is not None and hasattr(module, "device"):
+            found[framework] = module.device() == "cuda"
+    return found
+
+
 def profile_name() -> str:
-    """The active profile's name: `$BOOK_PROFILE`, else `full` with a GPU and `cpu` without."""
+    """The active profile's name: `$BOOK_PROFILE`, else `full` where the framework in use has a GPU, else `cpu`.
+
+    In a notebook (one framework imported) the default follows that framework's device; with no framework
+    imported (the Makefile, the runtime table) it follows whether an NVIDIA GPU is visible at all.
+    """
     name = os.environ.get(PROFILE_VARIABLE, "").strip().lower()
     if not name:
-        return "full" if gpu_visible() else "cpu"
+        gpus = framework_gpus()
+        on_gpu = all(gpus.values()) if gpus else gpu_visible()
+        return "full" if on_gpu else "cpu"
     if name not in PROFILES:
         known = ", ".join(PROFILES)
         raise ValueError(f"{PROFILE_VARIABLE}={name!r} is not a profile; use one of: {known}.")
@@ -140,10 +166,27 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {'GPU' if gpu_visible() else 'no GPU'}"
 
 
+def check_device(profile_name_: str, device: str) -> str | None:
+    """A warning when the profile does not fit the device the notebook's framework runs on, else None."""
+    if profile_name_ == "full" and device != "cuda":
+        return (
+            f"{PROFILE_VARIABLE}=full, but this framework runs on the {device.upper()}: the full profile is sized "
+            f"for a GPU and takes hours here. Use {PROFILE_VARIABLE}=cpu (or unset it: the default follows the "
+            "device). For Keras on a GPU, install tensorflow[and-cuda] instead of tensorflow-cpu (README, GPU)."
+        )
+    return None
+
+
 def header(notebook: str, versions: dict) -> None:
-    """Print the active profile's settings, this notebook's measured run times and the versions in use."""
+    """Print the active profile's settings, the device, this notebook's measured run times and the versions."""
     active = profile()
+    device = versions.get("device", "cpu")
     print(f"profile: {active.name} ({active.description})")
+    explicit = bool(os.environ.get(PROFILE_VARIABLE, "").strip())
+    print(f"device: {device} ({'set by ' + PROFILE_VARIABLE if explicit else 'the default profile for this device'})")
+    mismatch = check_device(active.name, device)
+    if mismatch:
+        warnings.warn(mismatch, stacklevel=2)
     print(
         "  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(active).items() if k not in ("name", "description"))
     )

@@ -6,11 +6,22 @@ torchvision) segfault, while torch first is fine; so torch and torchvision are i
 test module can import TensorFlow.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
 import helpers  # noqa: F401  (sets the TensorFlow log variables first)
-import helpers.torch  # noqa: F401  (torch and torchvision must precede TensorFlow, see above)
+import helpers.torch
+
+keras_half = importlib.import_module("helpers.keras")  # after torch and torchvision, see above
+
+# The tests compare numbers across frameworks and with stored references to 1e-4. On an Ampere-or-newer GPU both
+# frameworks would otherwise run convolutions and matrix products in TF32 (10-bit mantissa, ~1e-3 relative):
+# exact comparisons need full float32. No effect on the CPU.
+helpers.torch.models.torch.backends.cudnn.allow_tf32 = False
+helpers.torch.models.torch.backends.cuda.matmul.allow_tf32 = False
+keras_half.models.tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
 @pytest.fixture

@@ -206,3 +206,20 @@ def test_index_checks_refuse_floats_and_bools(book, backbone):
         book.grad_cam(book.add_head(backbone, book.new_head(1280, 3)), np.zeros((1, 32, 32, 3), np.float32), None, 1.0)
     with pytest.raises(ValueError, match="block index"):
         book.block_outputs(backbone, np.zeros((1, 32, 32, 3), np.float32), [True])
+
+
+def test_keras_smoke_runs_eagerly_and_the_graph_gives_the_same_training(monkeypatch):
+    """The smoke profile skips Keras' graph tracing (config.Profile.keras_eager); the graph the other profiles
+    compile must train exactly alike."""
+    from helpers import keras as hk
+
+    x, y = _features()
+    histories = {}
+    for profile in ("smoke", "cpu"):
+        monkeypatch.setenv("BOOK_PROFILE", profile)
+        hk.seed(0)
+        head = hk.new_head(8, 3)
+        histories[profile] = hk.fit(head, (x, y), epochs=3, lr=0.05, batch_size=8, verbose=False)
+        assert head.run_eagerly is (profile == "smoke")
+    assert histories["cpu"]["loss"][-1] < histories["cpu"]["loss"][0]
+    np.testing.assert_allclose(histories["smoke"]["loss"], histories["cpu"]["loss"], rtol=1e-4)

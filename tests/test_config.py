@@ -17,10 +17,41 @@ def test_profile_comes_from_the_environment(monkeypatch):
 
 def test_default_profile_depends_on_the_gpu(monkeypatch):
     monkeypatch.delenv("BOOK_PROFILE", raising=False)
+    monkeypatch.setattr(config, "framework_gpus", lambda: {})  # no framework imported: the machine decides
     monkeypatch.setattr(config, "gpu_visible", lambda: True)
     assert config.profile_name() == "full"
     monkeypatch.setattr(config, "gpu_visible", lambda: False)
     assert config.profile_name() == "cpu"
+
+
+def test_default_profile_follows_the_framework_in_use_not_the_machine(monkeypatch):
+    """tensorflow-cpu on a GPU machine: a Keras notebook must not default to the full profile on the CPU."""
+    monkeypatch.delenv("BOOK_PROFILE", raising=False)
+    monkeypatch.setattr(config, "gpu_visible", lambda: True)
+    monkeypatch.setattr(config, "framework_gpus", lambda: {"keras": False})
+    assert config.profile_name() == "cpu"
+    monkeypatch.setattr(config, "framework_gpus", lambda: {"torch": True})
+    assert config.profile_name() == "full"
+    monkeypatch.setattr(config, "framework_gpus", lambda: {"torch": True, "keras": False})
+    assert config.profile_name() == "cpu"
+
+
+def test_framework_gpus_asks_the_imported_frameworks():
+    import helpers.keras
+    import helpers.torch
+
+    assert config.framework_gpus() == {
+        "torch": helpers.torch.device() == "cuda",
+        "keras": helpers.keras.device() == "cuda",
+    }
+
+
+def test_header_warns_when_the_full_profile_runs_on_a_cpu(monkeypatch, capsys):
+    monkeypatch.setenv("BOOK_PROFILE", "full")
+    with pytest.warns(UserWarning, match="full profile is sized for a GPU"):
+        config.header("nothing_measured", {"device": "cpu"})
+    assert "device: cpu (set by BOOK_PROFILE)" in capsys.readouterr().out
+    assert config.check_device("full", "cuda") is None and config.check_device("cpu", "cpu") is None
 
 
 def test_unknown_profile_lists_the_known_ones(monkeypatch):

@@ -12,7 +12,7 @@ import weakref
 import keras
 import numpy as np
 
-from helpers import checks, text, tuning
+from helpers import checks, config, text, tuning
 from helpers.keras.models import Model, unfreeze
 from helpers.keras.training import _EpochTimer, _quiet_predict
 
@@ -208,6 +208,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=False,
+        run_eagerly=config.profile().keras_eager,
     )
     timer, rates = _EpochTimer(), _RateRecorder()
     val = _check_text_data(model, validation) if validation is not None else None

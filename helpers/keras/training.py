@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, tuning
+from helpers import checks, config, tuning
 from helpers.keras.finetuning import _block_rates
 from helpers.metrics import accuracy, softmax
 
@@ -120,6 +120,7 @@ def fit(
         optimizer=_block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay),
         loss=loss_fn,
         metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy"), "accuracy"],
+        run_eagerly=config.profile().keras_eager,
     )
     timer = _EpochTimer()
     callbacks = [timer] if val is None else [timer, _Validation(val, loss_fn, early_stopping)]
@@ -273,7 +274,11 @@ def lr_range_test(model, train, min_lr=1e-6, max_lr=1.0, steps=100, batch_size=3
     rates = tuning.range_test_rates(min_lr, max_lr, steps)
     x, y = _check_data(model, train, "train")
     saved = model.get_weights()
-    model.compile(optimizer=_make_optimizer(optimizer, min_lr), loss=_make_loss(model, "cross_entropy"))
+    model.compile(
+        optimizer=_make_optimizer(optimizer, min_lr),
+        loss=_make_loss(model, "cross_entropy"),
+        run_eagerly=config.profile().keras_eager,
+    )
     losses = []
     try:
         for rate, batch in zip(rates, tuning.batch_order(len(y), batch_size, len(rates))):
