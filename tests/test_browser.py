@@ -5,9 +5,10 @@ aborted and reported. Checked on each page: no console errors, no failed or exte
 their anchors resolve, images load, the sidebar lists every page of _toc.yml, formulas are typeset by the book's own
 MathJax. The search page must find terms. With an executed build, every notebook that plots shows a figure.
 
-Which build: `BOOK_HTML_DIR` (default `_build/html`, the executed book of `make book`) and `BOOK_HTML_EXECUTED`
-(`1`: the build executed the notebooks; `0`: `make test`'s fast build without execution). A missing browser, missing
-Playwright or a missing build fails these tests with the command that provides it: they never skip silently.
+Which build: `BOOK_HTML_DIR` (`make book`: _build/html) and `BOOK_HTML_EXECUTED` (`1`: the build executed the
+notebooks, `make book`; `0`: `make test`'s fast build without execution). With `BOOK_HTML_DIR` set, a missing browser,
+missing Playwright or a missing build fails these tests with the command that provides it: they never skip then.
+Without it (`pytest tests` alone, no book built) they skip, saying which command runs them.
 """
 
 import functools
@@ -24,8 +25,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HTML_DIR = (ROOT / os.environ.get("BOOK_HTML_DIR", "_build/html")).resolve()
-EXECUTED = os.environ.get("BOOK_HTML_EXECUTED", "1") == "1"
+SELECTED = os.environ.get("BOOK_HTML_DIR")
+HTML_DIR = (ROOT / (SELECTED or "_build/html")).resolve()
+EXECUTED = os.environ.get("BOOK_HTML_EXECUTED", "0") == "1"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PLOTS = re.compile(r"\b(plots|plt)\.\w+\(|\.show\(")
 TIMEOUT_MS = 30_000
@@ -113,9 +115,15 @@ def plots(code: str) -> bool:
 # ----------------------------------------------------------------------------- serving and crawling
 
 
+def require_a_selected_build():
+    if not SELECTED:
+        pytest.skip("no book selected: `make test` and `make book` run these checks (they set BOOK_HTML_DIR)")
+
+
 @pytest.fixture(scope="module")
 def site():
     """The built book served read-only on 127.0.0.1; yields its base URL."""
+    require_a_selected_build()
     if not (HTML_DIR / "index.html").is_file():
         pytest.fail(
             f"No built book at {HTML_DIR}. Build it first: `make test` (fast, notebooks not executed; sets "
@@ -137,6 +145,7 @@ def site():
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright; fails (never skips) with the command to run when either is missing."""
+    require_a_selected_build()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
