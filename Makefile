@@ -56,14 +56,19 @@ wheels:
 data: setup
 	$(PY) -m helpers.registry fetch-all
 
+# pytest-xdist: one worker per core (JOBS=1 for one process); each notebook runs in one worker (--dist loadfile),
+# and conftest.py gives each worker and its kernels cores/workers threads.
+JOBS ?= $(shell nproc)
+XDIST := -n $(JOBS) --dist loadfile
+
 unit: data
-	BOOK_PROFILE=smoke $(PY) -m pytest tests
+	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) tests
 
 notebooks: data
-	BOOK_PROFILE=smoke $(PY) -m pytest book
+	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) book
 
 test: data lint html-unexecuted browser-setup
-	BOOK_PROFILE=smoke BOOK_HTML_DIR=$(HTML_UNEXECUTED) BOOK_HTML_EXECUTED=0 $(PY) -m pytest
+	BOOK_PROFILE=smoke BOOK_HTML_DIR=$(HTML_UNEXECUTED) BOOK_HTML_EXECUTED=0 $(PY) -m pytest $(XDIST)
 
 # The HTML book without executing any notebook (about 10 s): what `make test`'s browser check reads. MathJax comes
 # from the registry (scripts/stage_mathjax.py), so formulas render without network.
@@ -106,7 +111,7 @@ benchmark: data
 # Re-measure the per-notebook runtimes printed in every notebook header (book/runtimes.json):
 # the smoke profile under nbval, and the profile of the last `make book` from its execution cache.
 record-runtimes: data
-	BOOK_PROFILE=smoke $(PY) -m pytest book --record-runtimes
+	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) book --record-runtimes
 	test -d _build/.jupyter_cache && $(PY) scripts/record_runtimes.py || echo "run 'make book' first to record its profile"
 
 clean:
