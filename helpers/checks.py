@@ -21,16 +21,31 @@ PIXEL_FIX = (
 )
 
 
+def _integer(value, wanted: str) -> int:
+    """A Python or NumPy integer (not a bool, not a float) as a plain int, else ValueError(wanted)."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(wanted)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(wanted) from None
+
+
 def count(name: str, value, minimum: int = 1) -> int:
     """An integer >= minimum (Python or NumPy integers; bools and floats are refused) as a plain int."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got the bool {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})") from None
+    wanted = f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+    value = _integer(value, wanted)
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def up_to(name: str, value, maximum: int, detail: str = "") -> int:
+    """An integer from 0 to maximum (how many blocks or layers to train, say); `detail` explains the maximum."""
+    wanted = f"{name} must be an integer from 0 to {maximum}{detail}, got {value!r}"
+    value = _integer(value, wanted)
+    if not 0 <= value <= maximum:
+        raise ValueError(wanted)
     return value
 
 
@@ -50,14 +65,10 @@ def positive(**values) -> None:
 
 def index(name: str, value, length: int) -> int:
     """A position in a list of `length` items, negative positions counted from the end; returned non-negative."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be an integer in {-length}..{length - 1}, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer in {-length}..{length - 1}, got {value!r}") from None
+    wanted = f"{name} must be an integer in {-length}..{length - 1} (there are {length}), got {value!r}"
+    value = _integer(value, wanted)
     if not -length <= value < length:
-        raise ValueError(f"{name} must be an integer in {-length}..{length - 1} (there are {length}), got {value}")
+        raise ValueError(wanted)
     return value % length
 
 

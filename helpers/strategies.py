@@ -18,14 +18,7 @@ BN_MOMENTUM = 0.9  # Keras' convention for PyTorch's momentum=0.1
 
 def check_num_blocks(num_blocks, depth: int) -> int:
     """Reject a block count outside 0..depth with a message that names the network's depth."""
-    wanted = f"num_blocks must be an integer from 0 to {depth} (this network has {depth} blocks), got {num_blocks!r}"
-    try:
-        num_blocks = checks.count("num_blocks", num_blocks, minimum=0)
-    except ValueError:
-        raise ValueError(wanted) from None
-    if num_blocks > depth:
-        raise ValueError(wanted)
-    return num_blocks
+    return checks.up_to("num_blocks", num_blocks, depth, f" (this network has {depth} blocks)")
 
 
 def check_decay(block_lr_decay) -> None:

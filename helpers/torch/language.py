@@ -82,7 +82,7 @@ def encoder_layers(model) -> list:
 def train_top_layers(model, num_layers):
     """Freeze the embeddings and all but the top `num_layers` transformer layers; pooler and head stay trainable."""
     layers = encoder_layers(model)
-    num_layers = _check_num_layers(num_layers, len(layers))
+    num_layers = checks.up_to("num_layers", num_layers, len(layers))
     backbone = _text_backbone(model)
     freeze(model)
     for module in layers[len(layers) - num_layers :]:
@@ -93,17 +93,6 @@ def train_top_layers(model, num_layers):
     if backbone.pooler is not None:
         unfreeze(backbone.pooler)
     return model
-
-
-def _check_num_layers(num_layers, depth: int) -> int:
-    wanted = f"num_layers must be an integer from 0 to {depth}, got {num_layers!r}"
-    try:
-        num_layers = checks.count("num_layers", num_layers, minimum=0)
-    except ValueError:
-        raise ValueError(wanted) from None
-    if num_layers > depth:
-        raise ValueError(wanted)
-    return num_layers
 
 
 def _token_tensors(tokens: dict, rows=slice(None), dev="cpu") -> dict[str, torch.Tensor]:
