@@ -143,3 +143,13 @@ def pair(data, what: str = "data") -> tuple:
     if not isinstance(data, list | tuple) or len(data) != 2:
         raise ValueError(f"{what} must be a pair (inputs, labels), got {type(data).__name__}")
     return tuple(data)
+
+
+def backbone(table: dict, name: str, pretrained: bool = False):
+    """The entry `name` of a framework's BACKBONES table; with pretrained=True it must have weights to load."""
+    if name not in table:
+        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(table)}")
+    if pretrained and table[name].weights is None:
+        with_weights = [n for n, entry in table.items() if entry.weights]
+        raise ValueError(f"{name!r} has no pretrained weights; models with weights: {', '.join(with_weights)}")
+    return table[name]

@@ -100,12 +100,7 @@ def versions() -> dict[str, str]:
 
 
 def _entry(name: str, pretrained: bool = False) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown model {name!r}; known models: {', '.join(BACKBONES)}")
-    if pretrained and BACKBONES[name].weights is None:
-        with_weights = [n for n, b in BACKBONES.items() if b.weights]
-        raise ValueError(f"{name!r} has no pretrained weights; models with weights: {', '.join(with_weights)}")
-    return BACKBONES[name]
+    return checks.backbone(BACKBONES, name, pretrained)
 
 
 def _tagged(model: Model, name: str) -> Model:
