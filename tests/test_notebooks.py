@@ -47,6 +47,16 @@ def test_each_chapter_has_twin_notebooks_with_identical_headings_and_a_neutral_p
         assert torch_h[1:] == keras_h[1:], f"headings of {torch_nb.name} and {keras_nb.name} differ"
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_each_chapter_page_sums_up_in_chinese(chapter):
+    """The neutral page ends with `## 本章要点`: what the chapter teaches and showed, for Chinese-speaking readers."""
+    text = (chapter / "index.md").read_text(encoding="utf-8")
+    found = re.search(r"^## 本章要点[ \t]*\n(.*?)(?=^#{1,2} |\Z)", text, re.M | re.S)
+    assert found, f"{chapter.name}/index.md has no '## 本章要点' section"
+    cjk = re.findall(r"[\u4e00-\u9fff]", found.group(1))
+    assert len(cjk) >= 40, f"{chapter.name}/index.md: '## 本章要点' has {len(cjk)} Chinese characters, want at least 40"
+
+
 @pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_skeleton(notebook):
     first = source(cells(notebook, "markdown")[0])
