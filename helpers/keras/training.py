@@ -35,6 +35,9 @@ OPTIMIZERS = {  # settings shared with helpers.torch through helpers.tuning
 }
 
 
+HISTORY_KEYS = ("loss", "cross_entropy", "accuracy", "epoch_seconds", "val_loss", "val_cross_entropy", "val_accuracy")
+
+
 def _input_shape(model) -> tuple | None:
     """The model's input shape without the batch axis, e.g. (None, None, 3), or None when it has no single input."""
     try:
@@ -116,10 +119,12 @@ def fit(
         raise ValueError("model has no trainable parameters: unfreeze something before fit")
     rate = _make_schedule(schedule, lr, epochs * _steps(x, batch_size))
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
+    plain = _is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
+    cross_entropy = keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
     model.compile(
         optimizer=_block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay),
         loss=loss_fn,
-        metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy"), "accuracy"],
+        metrics=["accuracy"] if plain else [cross_entropy, "accuracy"],
         run_eagerly=config.profile().keras_eager,
     )
     timer = _EpochTimer()
@@ -128,8 +133,15 @@ def fit(
         **_train_inputs(x, y, batch_size, augment), epochs=epochs, verbose=2 if verbose else 0, callbacks=callbacks
     )
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    if plain:
+        history["cross_entropy"] = list(history["loss"])
     history["epoch_seconds"] = timer.seconds
-    return history
+    return {key: history[key] for key in HISTORY_KEYS if key in history}  # the order helpers.torch reports
+
+
+def _is_plain_cross_entropy(loss: str, label_smoothing: float, l2_sp: float) -> bool:
+    """True when the training objective is the plain cross-entropy, which then need not be computed twice."""
+    return loss == "cross_entropy" and not label_smoothing and not l2_sp
 
 
 def _cross_entropy(y: np.ndarray, logits: np.ndarray) -> float:

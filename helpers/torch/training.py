@@ -125,6 +125,7 @@ def fit(
     opt = _make_optimizer(optimizer, _param_groups(model, params, lr, block_lr_decay), lr, weight_decay)
     loader = torch.utils.data.DataLoader(_train_dataset(x, y, augment), batch_size=batch_size, shuffle=True)
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
+    plain = _is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     scheduler = _make_scheduler(opt, schedule, lr, epochs * len(loader))
     stopper = _EarlyStopping(model, early_stopping)
     history = collections.defaultdict(list)
@@ -145,11 +146,12 @@ def fit(
             opt.step()
             scheduler.step()
             total_loss += objective.detach() * len(yb)
-            total_ce += nn.functional.cross_entropy(logits.detach(), yb, reduction="sum")
+            if not plain:
+                total_ce += nn.functional.cross_entropy(logits.detach(), yb, reduction="sum")
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
         history["loss"].append(float(total_loss) / seen)
-        history["cross_entropy"].append(float(total_ce) / seen)
+        history["cross_entropy"].append(history["loss"][-1] if plain else float(total_ce) / seen)
         history["accuracy"].append(float(correct) / seen)
         history["epoch_seconds"].append(time.perf_counter() - start)
         if val is not None:
@@ -161,6 +163,11 @@ def fit(
             break
     stopper.restore()
     return dict(history)
+
+
+def _is_plain_cross_entropy(loss: str, label_smoothing: float, l2_sp: float) -> bool:
+    """True when the training objective is the plain cross-entropy, which then need not be computed twice."""
+    return loss == "cross_entropy" and not label_smoothing and not l2_sp
 
 
 def _validation_scores(model: nn.Module, data: tuple, loss_fn, batch_size: int) -> dict[str, float]:
