@@ -51,6 +51,11 @@ def check_options(schedule, loss, label_smoothing, weight_decay, l2_sp, early_st
             raise ValueError("early_stopping watches the validation loss: pass validation=(inputs, labels)")
 
 
+def is_plain_cross_entropy(loss: str, label_smoothing: float, l2_sp: float) -> bool:
+    """True when `fit`'s objective is the plain cross-entropy, which then need not be computed a second time."""
+    return loss == "cross_entropy" and not label_smoothing and not l2_sp
+
+
 def weight_decay_for(optimizer: str, weight_decay: float | None) -> float:
     """The decoupled weight decay an optimizer gets: the given value, else ADAMW_WEIGHT_DECAY for adamw, else 0."""
     if weight_decay is not None:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from helpers import checks, config, tuning
 from helpers.keras.finetuning import _block_rates
-from helpers.metrics import accuracy, softmax
+from helpers.metrics import accuracy, nll
 
 __all__ = [
     "fit",
@@ -119,7 +119,7 @@ def fit(
         raise ValueError("model has no trainable parameters: unfreeze something before fit")
     rate = _make_schedule(schedule, lr, epochs * _steps(x, batch_size))
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
-    plain = _is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
+    plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
     model.compile(
         optimizer=_block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay),
@@ -139,22 +139,12 @@ def fit(
     return {key: history[key] for key in HISTORY_KEYS if key in history}  # the order helpers.torch reports
 
 
-def _is_plain_cross_entropy(loss: str, label_smoothing: float, l2_sp: float) -> bool:
-    """True when the training objective is the plain cross-entropy, which then need not be computed twice."""
-    return loss == "cross_entropy" and not label_smoothing and not l2_sp
-
-
-def _cross_entropy(y: np.ndarray, logits: np.ndarray) -> float:
-    probs = softmax(logits.astype(np.float64))
-    return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
-
-
 def evaluate(model, data, batch_size=256) -> dict[str, float]:
     """Cross-entropy loss and accuracy on (inputs, labels)."""
     batch_size = checks.count("batch_size", batch_size)
     x, y = _check_data(model, data)
     logits = predict(model, x, batch_size=batch_size)
-    return {"loss": _cross_entropy(y, logits), "accuracy": accuracy(y, logits)}
+    return {"loss": nll(y, logits), "accuracy": accuracy(y, logits)}
 
 
 def predict(model, x, batch_size=256) -> np.ndarray:
@@ -248,7 +238,7 @@ class _Validation(keras.callbacks.Callback):
         x, y = self.data
         logits = predict(self.model, x)
         objective = keras.ops.convert_to_numpy(self.loss_fn(y, keras.ops.convert_to_tensor(logits)))
-        cross_entropy = _cross_entropy(y, logits)
+        cross_entropy = nll(y, logits)
         logs["val_loss"], logs["val_cross_entropy"] = float(np.mean(objective)), cross_entropy
         logs["val_accuracy"] = accuracy(y, logits)
         if self.patience is None:

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from helpers import checks, tuning
-from helpers.metrics import accuracy, softmax
+from helpers.metrics import accuracy, nll
 from helpers.torch.finetuning import _param_groups
 from helpers.torch.models import device
 
@@ -125,7 +125,7 @@ def fit(
     opt = _make_optimizer(optimizer, _param_groups(model, params, lr, block_lr_decay), lr, weight_decay)
     loader = torch.utils.data.DataLoader(_train_dataset(x, y, augment), batch_size=batch_size, shuffle=True)
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
-    plain = _is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
+    plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     scheduler = _make_scheduler(opt, schedule, lr, epochs * len(loader))
     stopper = _EarlyStopping(model, early_stopping)
     history = collections.defaultdict(list)
@@ -165,11 +165,6 @@ def fit(
     return dict(history)
 
 
-def _is_plain_cross_entropy(loss: str, label_smoothing: float, l2_sp: float) -> bool:
-    """True when the training objective is the plain cross-entropy, which then need not be computed twice."""
-    return loss == "cross_entropy" and not label_smoothing and not l2_sp
-
-
 def _validation_scores(model: nn.Module, data: tuple, loss_fn, batch_size: int) -> dict[str, float]:
     """The training objective, the plain cross-entropy and the accuracy on validation data."""
     x, y = data
@@ -177,12 +172,7 @@ def _validation_scores(model: nn.Module, data: tuple, loss_fn, batch_size: int) 
     dev = next(model.parameters()).device
     with torch.no_grad():
         objective = float(loss_fn(torch.from_numpy(logits).to(dev), torch.from_numpy(y).to(dev)))
-    return {"val_loss": objective, "val_cross_entropy": _cross_entropy(y, logits), "val_accuracy": accuracy(y, logits)}
-
-
-def _cross_entropy(y: np.ndarray, logits: np.ndarray) -> float:
-    probs = softmax(logits.astype(np.float64))
-    return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
+    return {"val_loss": objective, "val_cross_entropy": nll(y, logits), "val_accuracy": accuracy(y, logits)}
 
 
 def _epoch_line(history: dict) -> str:
@@ -196,7 +186,7 @@ def evaluate(model, data, batch_size=256) -> dict[str, float]:
     model.to(torch.device(device()))
     x, y = _check_data(model, data)
     logits = predict(model, x, batch_size=batch_size)
-    return {"loss": _cross_entropy(y, logits), "accuracy": accuracy(y, logits)}
+    return {"loss": nll(y, logits), "accuracy": accuracy(y, logits)}
 
 
 def predict(model, x, batch_size=256) -> np.ndarray:
