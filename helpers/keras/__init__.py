@@ -3,8 +3,9 @@
 Every public name here exists in `helpers.torch` with the same signature, in a module of the same name
 (tests/test_parity.py holds this): `models` (the backbone table, pretrained networks, heads, freezing),
 `training` (fit, evaluate, predict, optimizers, schedules, losses), `finetuning` (partial unfreezing,
-discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM), `semisupervised` (pseudo-labels,
-consistency), `distillation` (soft targets, shared backbones) and `adaptation` (AdaBN, CORAL, DANN).
+discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
+`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones) and
+`adaptation` (AdaBN, CORAL, DANN).
 Images come in as NumPy NHWC arrays from `helpers.data`, which is Keras' own layout. `mobilenet_port`
 (MobileNetV2 mirroring torchvision layer for layer, so its weights port exactly) is Keras-only.
 """
