@@ -35,6 +35,8 @@ class Profile:
     # Keras only: run fit without compiling a graph. On smoke-sized data (a few batches) tracing the training step
     # of a MobileNetV2 costs several times what the steps do; the cpu and full profiles (and a unit test) run graphs.
     keras_eager: bool = False
+    # repeated runs (seeds) behind a mean and spread, for experiments cheap enough to repeat (chapters 10-12)
+    seeds: int = 3
 
 
 PROFILES = {
@@ -53,6 +55,7 @@ PROFILES = {
         text_epochs=1,
         text_batch_size=16,
         keras_eager=True,
+        seeds=1,
     ),
     "cpu": Profile(
         name="cpu",
@@ -83,6 +86,7 @@ PROFILES = {
         text_max_length=256,
         text_epochs=3,
         text_batch_size=32,
+        seeds=5,
     ),
 }
 
