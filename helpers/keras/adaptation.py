@@ -1,6 +1,216 @@
 """Chapter 12 (domain adaptation): AdaBN, CORAL, DANN's gradient reversal.
 
-Mirrors the module of the same name in the other framework package (tests/test_parity.py).
+Mirrors the module of the same name in the other framework package (tests/test_parity.py). The data recipes, the
+argument checks and the NumPy reference formulas are framework-neutral, in `helpers.domains`.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import collections
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from helpers import checks, config, domains, tuning
+from helpers.keras.models import Model
+from helpers.keras.training import _check_data, _input_shape, predict
+
+__all__ = [
+    "batchnorm_statistics",
+    "adapt_batchnorm",
+    "coral_loss",
+    "gradient_reversal",
+    "backbone_features",
+    "fit_adapted",
+]
+
+ops = keras.ops
+
+
+def _batchnorms(model) -> list:
+    """The BatchNorm layers inside a model, input to output (depth first through nested models)."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        else:
+            found.extend(_batchnorms(layer))
+    return found
+
+
+def batchnorm_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The running (mean, variance) of every BatchNorm layer, input to output, as NumPy copies."""
+    numpy = ops.convert_to_numpy
+    return [(numpy(layer.moving_mean), numpy(layer.moving_variance)) for layer in _batchnorms(model)]
+
+
+def _unlabelled_images(model, target_x) -> np.ndarray:
+    return checks.inputs(domains.check_unlabelled(target_x), _input_shape(model))
+
+
+def adapt_batchnorm(model, target_x, batch_size=256) -> Model:
+    """AdaBN (Li et al. 2016): replace every BatchNorm layer's running statistics by the target images' statistics.
+
+    One pass over the unlabelled target images in training mode without gradients; each layer's new mean and
+    variance are the batch statistics averaged over the pass (weighted by batch size). Weights do not change.
+    Works in place and returns the model.
+    """
+    batch_size = checks.count("batch_size", batch_size)
+    layers = _batchnorms(model)
+    if not layers:
+        raise ValueError(
+            "the model has no BatchNorm layer: AdaBN re-estimates BatchNorm statistics on the target domain, so it "
+            "needs a network with BatchNorm (e.g. book.small_cnn); without it, try CORAL or DANN"
+        )
+    x = _unlabelled_images(model, target_x)
+    saved = [(layer.momentum, layer.trainable) for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(ops.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(ops.ones_like(layer.moving_variance))
+        layer.trainable = True  # a frozen Keras BatchNorm layer would run in inference mode and update nothing
+    seen = 0
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        seen += len(batch)
+        for layer in layers:
+            layer.momentum = 1.0 - len(batch) / seen  # running = m old + (1 - m) batch: a running mean over batches
+        model(batch, training=True)
+    for layer, (momentum, trainable) in zip(layers, saved):
+        layer.momentum, layer.trainable = momentum, trainable
+    return model
+
+
+def _covariance(features):
+    centred = features - ops.mean(features, axis=0, keepdims=True)
+    return ops.matmul(ops.transpose(centred), centred) / (ops.cast(ops.shape(features)[0], features.dtype) - 1.0)
+
+
+def coral_loss(source_features, target_features):
+    """Deep CORAL (Sun & Saenko 2016): ||C_s - C_t||_F^2 / (4 d^2), C the unbiased covariance of a (N, d) batch."""
+    domains.check_feature_pair(tuple(source_features.shape), tuple(target_features.shape))
+    source = ops.convert_to_tensor(source_features, "float32")
+    target = ops.convert_to_tensor(target_features, "float32")
+    difference = _covariance(source) - _covariance(target)
+    return ops.sum(difference**2) / (4 * int(source.shape[1]) ** 2)
+
+
+@tf.custom_gradient
+def _reverse(x, weight):
+    """Identity forward; the gradient times -weight backward (no gradient for the weight)."""
+
+    def backward(grad):
+        return -weight * grad, tf.zeros_like(weight)
+
+    return tf.identity(x), backward
+
+
+def gradient_reversal(x, weight=1.0):
+    """DANN's gradient reversal layer (Ganin & Lempitsky 2015): x unchanged forward, gradient * -weight backward."""
+    weight = domains.check_weight(weight)
+    return _reverse(tf.convert_to_tensor(x, tf.float32), tf.constant(weight, tf.float32))
+
+
+def _parts(model) -> tuple:
+    """The backbone and head of a model built by add_head or small_cnn."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 2 or nested[1].name != "head":
+        raise ValueError("expected a model with a backbone and a head, as book.small_cnn or book.add_head build it")
+    return nested[0], nested[1]
+
+
+def backbone_features(model, x, batch_size=256) -> np.ndarray:
+    """The pooled features (N, d) that the model's backbone gives images x (in inference mode)."""
+    return predict(_parts(model)[0], x, batch_size=batch_size)
+
+
+def _discriminator(num_features: int):
+    """DANN's domain classifier: features -> 64 ReLU units -> one logit (target = 1); PyTorch's default init."""
+
+    def dense(units: int, fan_in: int, activation=None):
+        init = keras.initializers.RandomUniform(-1 / np.sqrt(fan_in), 1 / np.sqrt(fan_in))
+        return keras.layers.Dense(units, activation, kernel_initializer=init, bias_initializer=init)
+
+    layers = [keras.Input((num_features,)), dense(64, num_features, "relu"), dense(1, 64)]
+    return keras.Sequential(layers, name="domain_classifier")
+
+
+def _check_adaptation(model, source, target_x, method: str, weight) -> tuple:
+    """Checked (xs, ys, xt, method, weight) for fit_adapted."""
+    method, weight = domains.check_method(method), domains.check_weight(weight)
+    xs, ys = _check_data(model, source, "source")
+    xt = _unlabelled_images(model, target_x)
+    domains.check_same_images(xs.shape, xt.shape)
+    return xs, ys, xt, method, weight
+
+
+def _compiled(step):
+    """The training step as a TensorFlow graph, or eager in profiles that say so (config.Profile.keras_eager)."""
+    return step if config.profile().keras_eager else tf.function(step)
+
+
+def fit_adapted(
+    model, source, target_x, method="dann", weight=1.0, epochs=1, lr=1e-3, batch_size=32, seed=0, verbose=False
+) -> dict:
+    """Train on labelled source data (xs, ys) while aligning the backbone's features with unlabelled target images.
+
+    method: 'source' (cross-entropy only, target unused: the control), 'coral' (+ weight * coral_loss of the source
+    and target features) or 'dann' (+ a domain classifier's binary cross-entropy behind a gradient reversal whose
+    weight rises from 0 to `weight` by domains.dann_ramp). Each step takes one source and one target batch of
+    batch_size (tuning.batch_order with seeds seed and seed + 1; one epoch is ceil(N_source / batch_size) steps);
+    'coral' and 'dann' run both batches through the backbone together. Adam at lr for every trained weight.
+    Returns {'loss', 'cross_entropy', 'alignment', 'epoch_seconds'} per epoch.
+    """
+    epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
+    checks.positive(lr=lr)
+    xs, ys, xt, method, weight = _check_adaptation(model, source, target_x, method, weight)
+    backbone, head = _parts(model)
+    discriminator = _discriminator(predict(backbone, xs[:1]).shape[1])
+    variables = [*model.trainable_weights, *discriminator.trainable_weights]
+    opt = keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
+    steps = math.ceil(len(xs) / batch_size)
+    source_order = tuning.batch_order(len(xs), min(batch_size, len(xs)), epochs * steps, seed)
+    target_order = tuning.batch_order(len(xt), min(batch_size, len(xt)), epochs * steps, seed + 1)
+
+    def step(xb, yb, xt_batch, reversal):
+        n = xb.shape[0]
+        with tf.GradientTape() as tape:
+            inputs = xb if method == "source" else ops.concatenate([xb, xt_batch], axis=0)
+            features = backbone(inputs, training=True)
+            logits = head(features[:n], training=True)
+            cross_entropy = ops.mean(keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True))
+            if method == "source":
+                alignment = ops.zeros(())
+                loss = cross_entropy
+            elif method == "coral":
+                alignment = coral_loss(features[:n], features[n:])
+                loss = cross_entropy + weight * alignment
+            else:
+                domain_logits = discriminator(_reverse(features, reversal), training=True)[:, 0]
+                domain_labels = ops.concatenate([ops.zeros((n,)), ops.ones((xt_batch.shape[0],))])
+                alignment = ops.mean(
+                    keras.losses.binary_crossentropy(domain_labels[:, None], domain_logits[:, None], from_logits=True)
+                )
+                loss = cross_entropy + alignment
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return ops.stack([loss, cross_entropy, alignment])
+
+    step = _compiled(step)
+    history = collections.defaultdict(list)
+    for epoch in range(epochs):
+        start, totals = time.perf_counter(), np.zeros(3)
+        for k in range(epoch * steps, (epoch + 1) * steps):
+            reversal = weight * domains.dann_ramp(k / (epochs * steps)) if method == "dann" else 0.0
+            batch, target_batch = source_order[k], target_order[k]
+            totals += np.asarray(step(xs[batch], ys[batch], xt[target_batch], tf.constant(reversal, tf.float32)))
+        for key, total in zip(("loss", "cross_entropy", "alignment"), totals):
+            history[key].append(total / steps)
+        history["epoch_seconds"].append(time.perf_counter() - start)
+        if verbose:
+            print(
+                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  " + domains.history_line(history)
+            )
+    return dict(history)
