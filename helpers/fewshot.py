@@ -53,7 +53,10 @@ def semi_supervised_task(pool_per_class: int, val_per_class: int, test_per_class
     """Fashion-MNIST split three ways, deterministically from `seed`: a pool (from which labelled budgets are drawn,
     the rest counting as unlabelled), a labelled validation split disjoint from it (from the training images) and a
     test split (from the test images). Raw uint8 images and labels: pool_x, pool_y, val_x, val_y, test_x, test_y."""
-    pool_per_class, val_per_class = checks.count("pool_per_class", pool_per_class), checks.count("val", val_per_class)
+    pool_per_class, val_per_class = (
+        checks.count("pool_per_class", pool_per_class),
+        checks.count("val_per_class", val_per_class),
+    )
     test_per_class = checks.count("test_per_class", test_per_class)
     train_x, train_y, test_x, test_y = data.dataset_splits("fashion")
     both_x, both_y = data.balanced_subset(train_x, train_y, pool_per_class + val_per_class, seed=seed)

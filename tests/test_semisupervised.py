@@ -225,3 +225,12 @@ def test_fit_consistency_learns_and_the_mask_rate_rises(book):
     assert set(history) == {"loss", "supervised", "unsupervised", "mask_rate"} and len(history["loss"]) == 60
     assert np.mean(history["mask_rate"][-10:]) > np.mean(history["mask_rate"][:3])
     assert np.mean(book.predict(head, x).argmax(1) == y) > 0.9
+
+
+def test_semi_supervised_task_is_balanced_and_repeats_from_its_seed():
+    task = fewshot.semi_supervised_task(6, 3, 2, seed=4)
+    assert [np.bincount(task[f"{s}_y"]).tolist() for s in ("pool", "val", "test")] == [[6] * 10, [3] * 10, [2] * 10]
+    again = fewshot.semi_supervised_task(6, 3, 2, seed=4)
+    assert all(np.array_equal(task[k], again[k]) for k in task)
+    flat = lambda images: {image.tobytes() for image in images}
+    assert not flat(task["pool_x"]) & flat(task["val_x"])  # the validation images are not in the pool
