@@ -483,6 +483,10 @@ REGISTRY: dict[str, Entry] = {
         sources=(
             InstalledFile("matplotlib", "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf"),
             PyPIFile("matplotlib==3.11.2", "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf"),
+            Url(
+                "https://raw.githubusercontent.com/matplotlib/matplotlib/v3.11.2/lib/matplotlib/mpl-data/fonts/ttf/"
+                "DejaVuSans.ttf"
+            ),
         ),
     ),
     # ---- the HTML book: MathJax served from the build, not a CDN (scripts/stage_mathjax.py unpacks it) ----
