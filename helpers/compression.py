@@ -119,3 +119,11 @@ def time_call(run: Callable[[], object], repeats: int = 20, warmup: int = 3) -> 
         run()
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds))
+
+
+def record_epoch(history: dict, mean_loss: float, seconds: float, epoch: int, epochs: int, verbose: bool) -> None:
+    """Append one epoch's mean loss and seconds to a training history; print them when verbose (both frameworks)."""
+    history["loss"].append(mean_loss)
+    history["epoch_seconds"].append(seconds)
+    if verbose:
+        print(f"  epoch {epoch + 1}/{epochs}  {seconds:.1f}s  loss {mean_loss:.4f}")

@@ -100,10 +100,7 @@ def fit_distilled(
         start, total = time.perf_counter(), 0.0
         for batch in order[epoch * steps : (epoch + 1) * steps]:
             total += float(step(x[batch], teacher[batch], labels[batch]))
-        history["loss"].append(total / steps)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if verbose:
-            print(f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  loss {history['loss'][-1]:.4f}")
+        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -180,10 +177,7 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
             xs = [x[b] for (x, _), b in zip(tasks, batches)]
             ys = [y[b] for (_, y), b in zip(tasks, batches)]
             total += float(step(xs, ys))
-        history["loss"].append(total / steps)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if verbose:
-            print(f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  loss {history['loss'][-1]:.4f}")
+        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 

@@ -87,10 +87,7 @@ def fit_distilled(
             loss.backward()
             opt.step()
             total += loss.item()
-        history["loss"].append(total / steps)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if verbose:
-            print(f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  loss {history['loss'][-1]:.4f}")
+        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -172,10 +169,7 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
             loss.backward()
             opt.step()
             total += loss.item()
-        history["loss"].append(total / steps)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if verbose:
-            print(f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  loss {history['loss'][-1]:.4f}")
+        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
