@@ -4,8 +4,9 @@ Every public name here exists in `helpers.torch` with the same signature, in a m
 (tests/test_parity.py holds this): `models` (the backbone table, pretrained networks, heads, freezing),
 `training` (fit, evaluate, predict, optimizers, schedules, losses), `finetuning` (partial unfreezing,
 discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
-`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones) and
-`adaptation` (AdaBN, CORAL, DANN).
+`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
+`adaptation` (AdaBN, CORAL, DANN), `search` (hyperparameter trials), `adapters` (BitFit,
+LoRA), `export` (deployable formats) and `speed` (fast and data-parallel training).
 Images come in as NumPy NHWC arrays from `helpers.data`, which is Keras' own layout. `mobilenet_port`
 (MobileNetV2 mirroring torchvision layer for layer, so its weights port exactly) is Keras-only.
 """
@@ -15,15 +16,45 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is first imported
 
 from helpers import seed  # noqa: E402
-from helpers.keras import adaptation, distillation, finetuning, inspection, language, models, semisupervised, training  # noqa: E402
+from helpers.keras import (  # noqa: E402
+    adaptation,
+    adapters,
+    distillation,
+    export,
+    finetuning,
+    inspection,
+    language,
+    models,
+    search,
+    semisupervised,
+    speed,
+    training,
+)
 from helpers.keras.adaptation import *  # noqa: E402, F403
+from helpers.keras.adapters import *  # noqa: E402, F403
 from helpers.keras.distillation import *  # noqa: E402, F403
+from helpers.keras.export import *  # noqa: E402, F403
 from helpers.keras.finetuning import *  # noqa: E402, F403
 from helpers.keras.inspection import *  # noqa: E402, F403
 from helpers.keras.language import *  # noqa: E402, F403
 from helpers.keras.models import *  # noqa: E402, F403
+from helpers.keras.search import *  # noqa: E402, F403
 from helpers.keras.semisupervised import *  # noqa: E402, F403
+from helpers.keras.speed import *  # noqa: E402, F403
 from helpers.keras.training import *  # noqa: E402, F403
 
-MODULES = (models, training, finetuning, inspection, language, semisupervised, distillation, adaptation)
+MODULES = (
+    models,
+    training,
+    finetuning,
+    inspection,
+    language,
+    semisupervised,
+    distillation,
+    adaptation,
+    search,
+    adapters,
+    export,
+    speed,
+)
 __all__ = ["seed", *(name for module in MODULES for name in module.__all__)]

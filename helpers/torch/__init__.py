@@ -4,22 +4,53 @@ Every public name here exists in `helpers.keras` with the same signature, in a m
 (tests/test_parity.py holds this): `models` (the backbone table, pretrained networks, heads, freezing),
 `training` (fit, evaluate, predict, optimizers, schedules, losses), `finetuning` (partial unfreezing,
 discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
-`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones) and
-`adaptation` (AdaBN, CORAL, DANN).
+`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
+`adaptation` (AdaBN, CORAL, DANN), `search` (hyperparameter trials), `adapters` (BitFit,
+LoRA), `export` (deployable formats) and `speed` (fast and data-parallel training).
 Images come in as NumPy NHWC arrays from `helpers.data`; they become NCHW tensors on the model's device
 only when a batch is needed. `convert` (torchvision weights to safetensors for the Keras port) is PyTorch-only.
 """
 
 from helpers import seed
-from helpers.torch import adaptation, distillation, finetuning, inspection, language, models, semisupervised, training
+from helpers.torch import (
+    adaptation,
+    adapters,
+    distillation,
+    export,
+    finetuning,
+    inspection,
+    language,
+    models,
+    search,
+    semisupervised,
+    speed,
+    training,
+)
 from helpers.torch.adaptation import *  # noqa: F403
+from helpers.torch.adapters import *  # noqa: F403
 from helpers.torch.distillation import *  # noqa: F403
+from helpers.torch.export import *  # noqa: F403
 from helpers.torch.finetuning import *  # noqa: F403
 from helpers.torch.inspection import *  # noqa: F403
 from helpers.torch.language import *  # noqa: F403
 from helpers.torch.models import *  # noqa: F403
+from helpers.torch.search import *  # noqa: F403
 from helpers.torch.semisupervised import *  # noqa: F403
+from helpers.torch.speed import *  # noqa: F403
 from helpers.torch.training import *  # noqa: F403
 
-MODULES = (models, training, finetuning, inspection, language, semisupervised, distillation, adaptation)
+MODULES = (
+    models,
+    training,
+    finetuning,
+    inspection,
+    language,
+    semisupervised,
+    distillation,
+    adaptation,
+    search,
+    adapters,
+    export,
+    speed,
+)
 __all__ = ["seed", *(name for module in MODULES for name in module.__all__)]

@@ -1,0 +1,5 @@
+"""PyTorch: hyperparameter search (Optuna trials, pruning) (chapter 13). Mirrors `helpers.keras.search`."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
