@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import checks, config, tuning
+from helpers.keras import speed
 from helpers.keras.finetuning import _block_rates
 from helpers.metrics import accuracy, nll
 
@@ -97,6 +98,9 @@ def fit(
     early_stopping=None,
     augment=None,
     block_lr_decay=None,
+    precision=None,
+    channels_last=None,
+    compile=None,
 ) -> dict:
     """Train on (inputs, labels); returns the per-epoch history.
 
@@ -107,8 +111,13 @@ def fit(
     weights outside `head`; early_stopping: patience in epochs on the validation cross-entropy, best weights
     restored; augment: Keras preprocessing layers applied to each training batch. block_lr_decay: discriminative
     rates, the head trains at lr and the feature block k levels below it at lr * block_lr_decay**k.
+    Speed (chapter 16; None means what pays on this device): precision 'float32', 'bfloat16' or 'float16' (None:
+    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU), a mixed dtype policy on every
+    layer for the fit (variables stay float32), float16 with a LossScaleOptimizer; channels_last: accepted for
+    parity, Keras images are NHWC already; compile: XLA (jit_compile; None: Keras' 'auto', off on a CPU).
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
+    precision, _, jit_compile = speed._options(precision, channels_last, compile)
     checks.positive(lr=lr)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {', '.join(OPTIMIZERS)}")
@@ -121,17 +130,23 @@ def fit(
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
     plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
-    model.compile(
-        optimizer=_block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay),
-        loss=loss_fn,
-        metrics=["accuracy"] if plain else [cross_entropy, "accuracy"],
-        run_eagerly=config.profile().keras_eager,
-    )
-    timer = _EpochTimer()
-    callbacks = [timer] if val is None else [timer, _Validation(val, loss_fn, early_stopping)]
-    result = model.fit(
-        **_train_inputs(x, y, batch_size, augment), epochs=epochs, verbose=2 if verbose else 0, callbacks=callbacks
-    )
+    restore = speed._use_precision(model, precision)
+    try:
+        optimizer = _block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay)
+        model.compile(
+            optimizer=speed._optimizer(optimizer, precision),
+            loss=loss_fn,
+            metrics=["accuracy"] if plain else [cross_entropy, "accuracy"],
+            run_eagerly=config.profile().keras_eager,
+            jit_compile=jit_compile,
+        )
+        timer = _EpochTimer()
+        callbacks = [timer] if val is None else [timer, _Validation(val, loss_fn, early_stopping)]
+        result = model.fit(
+            **_train_inputs(x, y, batch_size, augment), epochs=epochs, verbose=2 if verbose else 0, callbacks=callbacks
+        )
+    finally:
+        restore()
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     if plain:
         history["cross_entropy"] = list(history["loss"])

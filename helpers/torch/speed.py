@@ -1,5 +1,186 @@
-"""PyTorch: fast and data-parallel fine-tuning (chapter 16). Mirrors `helpers.keras.speed`."""
+"""PyTorch: fast and data-parallel fine-tuning (chapter 16). Mirrors `helpers.keras.speed`.
+
+`training_precision` resolves `fit`'s `precision=` for this device, `step_rate` times whole training steps on
+device-resident data, `data_parallel_script` is a DistributedDataParallel training script and
+`launch_data_parallel` runs it under torchrun, one process per device.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers import checks, throughput
+from helpers.torch.models import device
+
+__all__ = ["training_precision", "step_rate", "data_parallel_script", "launch_data_parallel"]
+
+SCRIPT = r'''"""Data-parallel training with DistributedDataParallel: one process per device, started by torchrun.
+
+python -m torch.distributed.run --standalone --nproc_per_node=N this.py data.npz out.json --steps S --batch-size B
+Every process holds the whole model and reads the same global batches; process r trains on rows r, r+N, ...
+of each. DDP averages the gradients over the processes during backward(), so with no dropout and no BatchNorm
+(whose statistics would be per process) N processes take the same steps as one process on the whole batch.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def small_cnn(channels, classes):
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(32, classes),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("out")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])  # set by torchrun
+    assert args.batch_size % world == 0, "the global batch must split evenly over the processes"
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    dev = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if cuda else "cpu")
+    torch.set_num_threads(max(1, args.threads // world))  # the processes share the cores
+
+    data = np.load(args.data)
+    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).contiguous().to(dev)
+    y = torch.from_numpy(data["y"]).long().to(dev)
+    torch.manual_seed(0)  # the same start in every process (DDP also copies rank 0's weights to the others)
+    model = small_cnn(x.shape[1], int(y.max()) + 1).to(dev)
+    model = DistributedDataParallel(model, device_ids=[dev] if cuda else None)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    order = np.random.default_rng(0).permutation(np.resize(np.arange(len(y)), args.steps * args.batch_size))
+
+    losses, start = [], None
+    for step in range(args.steps):
+        if step == 1:  # step 0 is the warm-up: buffers, DDP's gradient buckets
+            dist.barrier()
+            start = time.perf_counter()
+        batch = torch.from_numpy(order[step * args.batch_size : (step + 1) * args.batch_size]).to(dev)
+        mine = batch[rank::world]  # this process's share of the global batch
+        loss = nn.functional.cross_entropy(model(x[mine]), y[mine])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # DDP all-reduces (averages) the gradients here, overlapped with the backward pass
+        opt.step()
+        total = loss.detach().clone()
+        dist.all_reduce(total)  # for the log only: the mean loss over the whole global batch
+        losses.append(total.item() / world)
+    seconds = time.perf_counter() - start
+    if rank == 0:
+        result = {"processes": world, "losses": losses, "seconds": seconds, "timed_steps": args.steps - 1}
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+        print(f"{world} process(es), backend {dist.get_backend()}: {seconds:.2f} s for {args.steps - 1} timed steps")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _bfloat16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_precision(precision=None) -> str:
+    """The precision `fit` trains in here: None gives bfloat16 on a GPU that supports it, float32 on a CPU;
+    float16 on a CPU (or bfloat16 on an old GPU) raises one ValueError."""
+    return throughput.choose_precision(precision, device(), _bfloat16_supported())
+
+
+def _options(precision, channels_last, compile) -> tuple[str, bool, bool]:
+    """`fit`'s speed options resolved for this device: (precision, channels_last, compile)."""
+    name = training_precision(precision)
+    channels_last = throughput.check_flag("channels_last", channels_last)
+    compile = throughput.check_flag("compile", compile)
+    return name, device() == "cuda" if channels_last is None else channels_last, bool(compile)
+
+
+def step_rate(
+    model, train, batch_size=32, steps=5, repeats=3, *, precision=None, channels_last=None, compile=None
+) -> float:
+    """Training images per second: whole steps (forward, loss, backward, Adam) on one batch already on the
+    device, so the input pipeline is left out; median of `repeats` timings of `steps` steps after a warm-up.
+    The model's weights are restored afterwards."""
+    steps, repeats = checks.count("steps", steps), checks.count("repeats", repeats)
+    batch_size = checks.count("batch_size", batch_size)
+    name, to_channels_last, to_compile = _options(precision, channels_last, compile)
+    dev = torch.device(device())
+    x, y = checks.pair(train, "train")
+    xb = torch.from_numpy(np.ascontiguousarray(x[:batch_size], dtype=np.float32)).to(dev)
+    xb = xb.permute(0, 3, 1, 2) if xb.ndim == 4 else xb
+    yb = torch.as_tensor(np.asarray(y[:batch_size]), dtype=torch.long, device=dev)
+    saved = copy.deepcopy(model.state_dict())
+    memory_format = torch.channels_last if to_channels_last else torch.contiguous_format
+    model.to(dev, memory_format=memory_format).train()
+    xb = xb.contiguous(memory_format=memory_format) if xb.ndim == 4 else xb.contiguous()
+    step_model = torch.compile(model) if to_compile else model
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    scaler = torch.amp.GradScaler(dev.type, enabled=name == "float16")
+
+    def run():
+        for _ in range(steps):
+            with torch.autocast(dev.type, dtype=DTYPES[name], enabled=name != "float32"):
+                loss = nn.functional.cross_entropy(step_model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
+
+    try:
+        seconds = throughput.median_seconds(run, repeats=repeats, warmup=1)
+    finally:
+        model.to(memory_format=torch.contiguous_format).load_state_dict(saved)
+    return throughput.images_per_second(steps * len(yb), seconds)
+
+
+def data_parallel_script() -> str:
+    """The source of a data-parallel training script (DistributedDataParallel, one process per device) that
+    `launch_data_parallel` runs; it trains a small CNN and writes each step's loss and the seconds to a JSON."""
+    return SCRIPT
+
+
+def _devices() -> tuple[int, str]:
+    """How many processes may run side by side: one per GPU, else one per CPU core."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), "GPUs"
+    return throughput.available_cpus(), "CPU cores"
+
+
+def launch_data_parallel(script, processes=2, args=(), timeout=600) -> str:
+    """Run a training script in `processes` data-parallel processes with torchrun (gloo on CPUs, NCCL on GPUs);
+    returns what it printed. More processes than devices (GPUs, else CPU cores) is one ValueError."""
+    processes = throughput.check_processes(processes, *_devices())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += [str(script), *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout

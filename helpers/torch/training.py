@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from helpers import checks, tuning
 from helpers.metrics import accuracy, nll
+from helpers.torch import speed
 from helpers.torch.finetuning import _param_groups
 from helpers.torch.models import device
 
@@ -26,6 +27,8 @@ __all__ = [
     "augment_images",
     "lr_range_test",
 ]
+
+DEVICE_DATA_BYTES = 2**31  # training data up to this size is kept on the GPU by fit
 
 OPTIMIZERS = {  # settings shared with helpers.keras through helpers.tuning
     "adam": functools.partial(torch.optim.Adam, eps=tuning.ADAM_EPSILON),
@@ -99,6 +102,9 @@ def fit(
     early_stopping=None,
     augment=None,
     block_lr_decay=None,
+    precision=None,
+    channels_last=None,
+    compile=None,
 ) -> dict:
     """Train on (inputs, labels); returns the per-epoch history.
 
@@ -109,8 +115,13 @@ def fit(
     weights outside `head`; early_stopping: patience in epochs on the validation cross-entropy, best weights
     restored; augment: a torchvision.transforms.v2 pipeline applied to each training image. block_lr_decay:
     discriminative rates, the head trains at lr and the feature block k levels below it at lr * block_lr_decay**k.
+    Speed (chapter 16; None means what pays on this device): precision 'float32', 'bfloat16' or 'float16' (None:
+    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU), the forward pass and loss in
+    torch.autocast, float16 with a GradScaler, weights and validation as in Keras; channels_last: NHWC memory
+    layout for the convolutions (None: on a GPU only); compile: train through torch.compile (None: off).
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
+    precision, channels_last, compile = speed._options(precision, channels_last, compile)
     checks.positive(lr=lr)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {', '.join(OPTIMIZERS)}")
@@ -123,12 +134,19 @@ def fit(
     if not params:
         raise ValueError("model has no trainable parameters: unfreeze something before fit")
     opt = _make_optimizer(optimizer, _param_groups(model, params, lr, block_lr_decay), lr, weight_decay)
-    loader = torch.utils.data.DataLoader(_train_dataset(x, y, augment), batch_size=batch_size, shuffle=True)
+    loader = _batches(x, y, augment, batch_size, dev)
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
     plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     scheduler = _make_scheduler(opt, schedule, lr, epochs * len(loader))
     stopper = _EarlyStopping(model, early_stopping)
     history = collections.defaultdict(list)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # NHWC in memory: what GPU convolution kernels read fastest
+    step_model = torch.compile(model) if compile else model  # the same parameters, a compiled forward pass
+    autocast = functools.partial(
+        torch.autocast, dev.type, dtype=speed.DTYPES[precision], enabled=precision != "float32"
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "float16")
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
@@ -139,11 +157,16 @@ def fit(
         )
         for xb, yb in bar:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            logits = model(xb)
-            objective = loss_fn(logits, yb)
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = step_model(xb)
+                objective = loss_fn(logits, yb)
+            logits = logits.float()  # no copy in float32
             opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
+            scaler.scale(objective).backward()  # without float16: the objective itself, then opt.step()
+            scaler.step(opt)
+            scaler.update()
             scheduler.step()
             total_loss += objective.detach() * len(yb)
             if not plain:
@@ -155,13 +178,17 @@ def fit(
         history["accuracy"].append(float(correct) / seen)
         history["epoch_seconds"].append(time.perf_counter() - start)
         if val is not None:
-            for key, value in _validation_scores(model, val, loss_fn, max(256, batch_size)).items():
+            with autocast():  # validation at the training precision, as Keras' policy does
+                scores = _validation_scores(model, val, loss_fn, max(256, batch_size))
+            for key, value in scores.items():
                 history[key].append(value)
         if verbose:
             print(_epoch_line(history))
         if stopper.stop(history):
             break
     stopper.restore()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return dict(history)
 
 
@@ -199,7 +226,7 @@ def predict(model, x, batch_size=256) -> np.ndarray:
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch_size):
-            outputs.append(model(inputs[start : start + batch_size].to(dev)).cpu().numpy())
+            outputs.append(model(inputs[start : start + batch_size].to(dev)).float().cpu().numpy())
     return np.concatenate(outputs)
 
 
@@ -320,6 +347,32 @@ class _Augmented(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.transform(self.images[i]), self.labels[i]
+
+
+class _DeviceBatches:
+    """Shuffled batches of tensors already on the GPU: no per-image collation and no copy per batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.labels), device=self.labels.device)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
+
+
+def _batches(x: np.ndarray, y: np.ndarray, augment, batch_size: int, dev: torch.device):
+    """Training batches: on a GPU, data up to DEVICE_DATA_BYTES without augmentation lives on the device;
+    otherwise a DataLoader (pinned memory on a GPU, so the copies overlap with compute)."""
+    if dev.type == "cuda" and augment is None and x.nbytes <= DEVICE_DATA_BYTES:
+        images, labels = _as_tensor(x).to(dev), torch.as_tensor(y, dtype=torch.long, device=dev)
+        return _DeviceBatches(images, labels, batch_size)
+    dataset = _train_dataset(x, y, augment)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, pin_memory=dev.type == "cuda")
 
 
 def _train_dataset(x: np.ndarray, y: np.ndarray, augment=None) -> torch.utils.data.Dataset:
