@@ -1,0 +1,344 @@
+"""Hyperparameter search over the fine-tuning recipe (chapter 13): the search space, the data split, the budget.
+
+Framework-neutral: imports neither PyTorch nor TensorFlow (Optuna is imported inside the functions that use it).
+Both frameworks search the one space defined here, `space(max_epochs)`, with the same samplers, pruners and
+budget accounting, so that their searches compare. A trial is a call `run_trial(params, seed=..., report=...)`
+of `helpers.torch.run_trial` or `helpers.keras.run_trial` (the data bound beforehand) that calls
+`report(epoch, validation_accuracy)` after every epoch; `report` charges one epoch to the budget and raises
+`optuna.TrialPruned` when the pruner or the exhausted budget stops the trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from helpers import checks, data
+
+MAX_UNFREEZE = 2  # the top blocks a trial may train above the cached features; 0 trains the head alone (a third
+# block would double the cost of a deep trial on the CPU: its 3x3 feature maps have 960 expanded channels)
+METHODS = ("grid", "random", "tpe", "halving", "hyperband")
+REDUCTION_FACTOR = 3  # successive halving and Hyperband keep about a third of the trials at each rung
+BUDGET_TRIALS = 3  # default budget: the epochs of this many full-length trials
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its range (log-uniform floats or integers), the default recipe's value, what it sets."""
+
+    name: str
+    low: float
+    high: float
+    default: float
+    log: bool = False
+    integer: bool = False
+    doc: str = ""
+
+    def contains(self, value) -> bool:
+        """True when value is a number of the right kind inside [low, high]."""
+        if isinstance(value, bool | np.bool_):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        return self.low <= float(value) <= self.high
+
+    def levels(self, count: int) -> list:
+        """`count` grid values spread over the range: centres of equal cells (geometric for log ranges); integers
+        from low to high, ends included."""
+        if self.integer:
+            return sorted({int(round(v)) for v in np.linspace(self.low, self.high, count)})
+        fractions = (np.arange(count) + 0.5) / count
+        if self.log:
+            values = np.exp(np.log(self.low) + fractions * (np.log(self.high) - np.log(self.low)))
+        else:
+            values = self.low + fractions * (self.high - self.low)
+        return [float(f"{v:.3g}") for v in values]
+
+
+def space(max_epochs: int) -> dict[str, Param]:
+    """The search space of the fine-tuning recipe; epochs range from 1 to max_epochs (the profile's `epochs`)."""
+    max_epochs = checks.count("max_epochs", max_epochs)
+    params = [
+        Param("head_lr", 1e-4, 1e-1, 1e-3, log=True, doc="AdamW learning rate of the new head"),
+        Param("backbone_lr", 1e-6, 1e-2, 1e-4, log=True, doc="AdamW learning rate of the unfrozen blocks"),
+        Param("unfreeze", 0, MAX_UNFREEZE, 0, integer=True, doc="top feature blocks trained (0: linear probe)"),
+        Param("weight_decay", 1e-5, 1e-1, 1e-2, log=True, doc="decoupled weight decay of every trained weight"),
+        Param("epochs", 1, max_epochs, max_epochs, integer=True, doc="passes over the training set"),
+    ]
+    return {p.name: p for p in params}
+
+
+def defaults(space_: dict[str, Param]) -> dict:
+    """The default recipe: the chapter 02 linear probe (Adam-like rate 1e-3, AdamW's decay), all epochs."""
+    return {name: (int(p.default) if p.integer else p.default) for name, p in space_.items()}
+
+
+def check_params(params: dict, space_: dict[str, Param]) -> dict:
+    """Complete `params` with the defaults after checking every name and value against the space; one ValueError
+    lists the known parameters and their ranges when a name is unknown or a value lies outside its range."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of hyperparameters, got {type(params).__name__}")
+    unknown = [k for k in params if k not in space_]
+    outside = [k for k in params if k in space_ and not (_number(params[k]) and space_[k].contains(params[k]))]
+    if unknown or outside:
+        known = "; ".join(
+            f"{p.name} in [{p.low:g}, {p.high:g}]{' (integer)' if p.integer else ''}" for p in space_.values()
+        )
+        problems = [f"unknown name {k!r}" for k in unknown] + [f"{k}={params[k]!r} outside its range" for k in outside]
+        raise ValueError(f"bad hyperparameters: {', '.join(problems)}. Known parameters: {known}.")
+    full = defaults(space_)
+    full.update({k: (int(v) if space_[k].integer else float(v)) for k, v in params.items()})
+    return full
+
+
+def _number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def suggest(trial, space_: dict[str, Param]) -> dict:
+    """One set of hyperparameters drawn by an Optuna trial from the space."""
+    found = {}
+    for p in space_.values():
+        if p.integer:
+            found[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high))
+        else:
+            found[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return found
+
+
+def budget_epochs(max_epochs: int, trials: int = BUDGET_TRIALS) -> int:
+    """A compute budget in epochs: what `trials` full-length trials cost."""
+    return checks.count("max_epochs", max_epochs) * checks.count("trials", trials)
+
+
+def grid(space_: dict[str, Param], budget: int, order=("head_lr", "unfreeze", "backbone_lr", "weight_decay")) -> dict:
+    """A grid that fits the budget: every point trains all epochs; one level per parameter at first, then one more
+    level for the parameters in `order`, in turn, while (points x epochs) stays within the budget. Values not
+    in `order` keep their default. Returns {name: values} for Optuna's GridSampler."""
+    budget = checks.count("budget", budget)
+    epochs = int(space_["epochs"].high)
+    counts = {name: 1 for name in space_}
+    grown = True
+    while grown:
+        grown = False
+        for name in order:
+            trial_counts = {**counts, name: counts[name] + 1}
+            size = int(np.prod([len(_grid_values(space_[n], c)) for n, c in trial_counts.items() if n != "epochs"]))
+            fits = size * epochs <= budget and len(_grid_values(space_[name], counts[name] + 1)) > counts[name]
+            if fits:
+                counts, grown = trial_counts, True
+    values = {name: _grid_values(space_[name], c) for name, c in counts.items()}
+    values["epochs"] = [epochs]
+    return values
+
+
+def _grid_values(p: Param, count: int) -> list:
+    if count == 1:
+        return [int(p.default) if p.integer else p.default]
+    return p.levels(count)
+
+
+def grid_size(values: dict) -> int:
+    """Number of points of a grid {name: values}."""
+    return int(np.prod([len(v) for v in values.values()]))
+
+
+def sampler(method: str, space_: dict[str, Param], budget: int, seed: int = 0):
+    """The Optuna sampler of a search method: grid, random, or TPE (also behind 'halving' and 'hyperband')."""
+    import optuna
+
+    method = check_method(method)
+    if method == "grid":
+        return optuna.samplers.GridSampler(grid(space_, budget), seed=seed)
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(2, budget // (4 * int(space_["epochs"].high)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def pruner(method: str, max_epochs: int):
+    """The Optuna pruner of a method: successive halving, Hyperband, or none (a pruner that never stops a trial)."""
+    import optuna
+
+    method = check_method(method)
+    if method == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION_FACTOR)
+    if method == "hyperband":
+        return optuna.pruners.HyperbandPruner(1, max_epochs, reduction_factor=REDUCTION_FACTOR)
+    return optuna.pruners.NopPruner()
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"Unknown search method {method!r}; known methods: {', '.join(METHODS)}")
+    return method
+
+
+class Ledger:
+    """The budget: epochs charged so far, and one record per trial (params, epochs, validation accuracies)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.spent, self.trials = checks.count("budget", budget), 0, []
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.budget
+
+    def start(self, number: int, params: dict) -> dict:
+        record = {"number": number, "params": params, "epochs": 0, "curve": [], "state": "running", "value": None}
+        record["spent_before"], record["start"] = self.spent, time.perf_counter()
+        self.trials.append(record)
+        return record
+
+    def charge(self, record: dict, accuracy: float) -> None:
+        self.spent += 1
+        record["epochs"] += 1
+        record["curve"].append(float(accuracy))
+
+    def finish(self, record: dict, state: str) -> None:
+        record["state"], record["seconds"] = state, time.perf_counter() - record.pop("start")
+        if state == "complete":
+            record["value"] = record["curve"][-1]
+
+
+def run_search(
+    run_trial: Callable, method: str, space_: dict[str, Param], budget: int, seed: int = 0, max_trials: int = 200
+) -> dict:
+    """Search the space with one method until `budget` epochs are spent (every epoch counts, pruned ones too).
+
+    run_trial(params, seed=seed, report=report) trains one recipe and calls report(epoch, validation_accuracy)
+    after each epoch. A trial cut by the budget counts as pruned. Returns {'method', 'budget', 'spent', 'trials'
+    (records: params, state, epochs, curve, value, seconds), 'best' (the completed trial with the highest
+    validation accuracy), 'seconds'}.
+    """
+    import optuna
+
+    ledger, method = Ledger(budget), check_method(method)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=sampler(method, space_, budget, seed),
+        pruner=pruner(method, int(space_["epochs"].high)),
+    )
+
+    def objective(trial):
+        record = ledger.start(trial.number, suggest(trial, space_))
+
+        def report(epoch: int, accuracy: float) -> None:
+            ledger.charge(record, accuracy)
+            trial.report(accuracy, epoch)
+            last = epoch + 1 == record["params"]["epochs"]
+            if not last and (ledger.exhausted or trial.should_prune()):
+                raise optuna.TrialPruned()
+
+        try:
+            value = run_trial(record["params"], seed=seed, report=report)["val_accuracy"]
+        except optuna.TrialPruned:
+            ledger.finish(record, "pruned")
+            raise
+        ledger.finish(record, "complete")
+        return value
+
+    start = time.perf_counter()
+    while not ledger.exhausted and len(ledger.trials) < max_trials:
+        study.optimize(objective, n_trials=1)
+        if method == "grid" and len(ledger.trials) >= grid_size(grid(space_, budget)):
+            break
+    return summary(method, ledger, time.perf_counter() - start)
+
+
+def summary(method: str, ledger: Ledger, seconds: float) -> dict:
+    """The search's result: trials, budget spent, and the best completed trial (None if none completed)."""
+    done = [t for t in ledger.trials if t["state"] == "complete"]
+    best = max(done, key=lambda t: t["value"]) if done else None
+    return {
+        "method": method,
+        "budget": ledger.budget,
+        "spent": ledger.spent,
+        "trials": ledger.trials,
+        "best": best,
+        "seconds": seconds,
+    }
+
+
+def best_so_far(result: dict) -> np.ndarray:
+    """Best completed validation accuracy after each epoch of the budget (NaN until a trial completes)."""
+    curve = np.full(result["budget"], np.nan)
+    best = -np.inf
+    for t in result["trials"]:
+        if t["state"] == "complete":
+            best = max(best, t["value"])
+            curve[t["spent_before"] + t["epochs"] - 1 :] = best
+    return curve
+
+
+def counts(result: dict) -> dict[str, int]:
+    """Trials run, completed and pruned, and epochs spent, of one search."""
+    states = [t["state"] for t in result["trials"]]
+    return {
+        "trials": len(states),
+        "completed": states.count("complete"),
+        "pruned": states.count("pruned"),
+        "epochs": result["spent"],
+    }
+
+
+def search_task(profile, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fashion-MNIST for the search: `train_per_class` training and `test_per_class` validation images per class
+    from the training split (disjoint), `test_per_class` test images per class from the test split."""
+    train_x, train_y, test_x, test_y = data.dataset_splits("fashion", seed)
+    pool_x, pool_y = data.balanced_subset(train_x, train_y, profile.train_per_class + profile.test_per_class, seed=seed)
+    order = np.argsort(pool_y, kind="stable")
+    pool_x, pool_y = pool_x[order], pool_y[order]
+    first = np.concatenate([np.arange(profile.train_per_class) + c * len(pool_y) // 10 for c in range(10)])
+    is_train = np.zeros(len(pool_y), dtype=bool)
+    is_train[first] = True
+    test_x, test_y = data.balanced_subset(test_x, test_y, profile.test_per_class, seed=seed + 1)
+    return {
+        "train_x": pool_x[is_train],
+        "train_y": pool_y[is_train],
+        "val_x": pool_x[~is_train],
+        "val_y": pool_y[~is_train],
+        "test_x": test_x,
+        "test_y": test_y,
+    }
+
+
+def table(results: dict[str, list[dict]], tests: dict[str, list[float]]) -> list[dict]:
+    """One row per method: mean trials, completed, pruned, epochs, best validation and the winners' test accuracy
+    (mean and spread over the repeated searches)."""
+    rows = []
+    for method, runs in results.items():
+        c = [counts(r) for r in runs]
+        vals = [r["best"]["value"] if r["best"] else np.nan for r in runs]
+        rows.append(
+            {
+                "method": method,
+                "trials": float(np.mean([x["trials"] for x in c])),
+                "pruned": float(np.mean([x["pruned"] for x in c])),
+                "epochs": float(np.mean([x["epochs"] for x in c])),
+                "seconds": float(np.mean([r["seconds"] for r in runs])),
+                "best val": float(np.nanmean(vals)),
+                "test mean": float(np.mean(tests[method])),
+                "test std": float(np.std(tests[method])),
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The table of `table` as aligned text."""
+    head = f"{'method':10s} {'trials':>6s} {'pruned':>6s} {'epochs':>6s} {'seconds':>7s} {'best val':>8s} {'test':>14s}"
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['method']:10s} {r['trials']:6.1f} {r['pruned']:6.1f} {r['epochs']:6.0f} {r['seconds']:7.1f} "
+            f"{r['best val']:8.3f} {r['test mean']:7.3f} ± {r['test std']:.3f}"
+        )
+    return "\n".join(lines)
