@@ -22,7 +22,7 @@ help:
 	@echo "make wheels     download every locked wheel into \$$WHEELS (default _build/wheels) for offline installs"
 	@echo "make data       prefetch every data set and weight file into the cache (\$$BOOK_CACHE)"
 	@echo "make lint       ruff on helpers, tests, scripts and notebooks"
-	@echo "make benchmark  helpers' fit versus a plain training loop, throughput ratio"
+	@echo "make benchmark  helpers' fit versus a plain and a tuned training loop, throughput ratios"
 
 setup: $(STAMP)
 
