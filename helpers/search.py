@@ -186,6 +186,7 @@ class Ledger:
 
     def __init__(self, budget: int):
         self.budget, self.spent, self.trials = checks.count("budget", budget), 0, []
+        self.winner = None  # run_trial's output for the best completed trial
 
     @property
     def exhausted(self) -> bool:
@@ -213,10 +214,11 @@ def run_search(
 ) -> dict:
     """Search the space with one method until `budget` epochs are spent (every epoch counts, pruned ones too).
 
-    run_trial(params, seed=seed, report=report) trains one recipe and calls report(epoch, validation_accuracy)
-    after each epoch. A trial cut by the budget counts as pruned. Returns {'method', 'budget', 'spent', 'trials'
-    (records: params, state, epochs, curve, value, seconds), 'best' (the completed trial with the highest
-    validation accuracy), 'seconds'}.
+    run_trial(params, seed=seed, report=report) trains one recipe, calls report(epoch, validation_accuracy) after
+    each epoch and returns a dict with 'val_accuracy'. A trial cut by the budget counts as pruned. Returns
+    {'method', 'budget', 'spent', 'trials' (records: params, state, epochs, curve, value, seconds), 'best' (the
+    completed trial with the highest validation accuracy), 'winner' (run_trial's output for it, model included),
+    'seconds', 'study' (the Optuna study)}.
     """
     import optuna
 
@@ -238,19 +240,21 @@ def run_search(
                 raise optuna.TrialPruned()
 
         try:
-            value = run_trial(record["params"], seed=seed, report=report)["val_accuracy"]
+            output = run_trial(record["params"], seed=seed, report=report)
         except optuna.TrialPruned:
             ledger.finish(record, "pruned")
             raise
         ledger.finish(record, "complete")
-        return value
+        if ledger.winner is None or output["val_accuracy"] > ledger.winner["val_accuracy"]:
+            ledger.winner = output  # the trained winner is kept: no second run to score it on test data
+        return output["val_accuracy"]
 
     start = time.perf_counter()
     while not ledger.exhausted and len(ledger.trials) < max_trials:
         study.optimize(objective, n_trials=1)
         if method == "grid" and len(ledger.trials) >= grid_size(grid(space_, budget)):
             break
-    return summary(method, ledger, time.perf_counter() - start)
+    return {**summary(method, ledger, time.perf_counter() - start), "winner": ledger.winner, "study": study}
 
 
 def summary(method: str, ledger: Ledger, seconds: float) -> dict:
@@ -276,6 +280,15 @@ def best_so_far(result: dict) -> np.ndarray:
             best = max(best, t["value"])
             curve[t["spent_before"] + t["epochs"] - 1 :] = best
     return curve
+
+
+def mean_curve(results: list[dict]) -> np.ndarray:
+    """best_so_far averaged over repeated searches, at each epoch where every search has completed a trial."""
+    curves = np.stack([best_so_far(r) for r in results])
+    found = np.full(curves.shape[1], np.nan)
+    ready = ~np.isnan(curves).any(axis=0)
+    found[ready] = curves[:, ready].mean(axis=0)
+    return found
 
 
 def counts(result: dict) -> dict[str, int]:
