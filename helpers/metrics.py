@@ -113,6 +113,54 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def paired_comparison(labels, predictions_a, predictions_b, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Two models scored on the same test images: accuracy difference a - b with a 95 % paired-bootstrap interval
+    (the same resampled images for both), and McNemar's exact test on the images only one model gets right.
+
+    predictions: logits (N, C) or predicted labels (N,). Returns accuracy_a, accuracy_b, difference, low, high,
+    only_a, only_b and mcnemar_p (two-sided; 1.0 when the models never disagree on correctness).
+    """
+    from scipy import stats
+
+    labels = np.asarray(labels)
+    correct = []
+    for name, predictions in (("predictions_a", predictions_a), ("predictions_b", predictions_b)):
+        predictions = np.asarray(predictions)
+        predictions = predictions.argmax(axis=-1) if predictions.ndim == 2 else predictions
+        if predictions.shape != labels.shape:
+            raise ValueError(
+                f"{name} must hold one prediction (or one row of logits) per label: {len(labels)} labels, got "
+                f"shape {np.asarray(predictions).shape}"
+            )
+        correct.append((predictions == labels).astype(np.float64))
+    a, b = correct
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    mcnemar_p = stats.binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    if (a == b).all():  # no image tells the models apart: the difference is exactly 0 in every resample
+        low = high = 0.0
+    else:
+        interval = stats.bootstrap(
+            (a, b),
+            lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=seed,
+        ).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    return {
+        "accuracy_a": float(a.mean()),
+        "accuracy_b": float(b.mean()),
+        "difference": float(a.mean() - b.mean()),
+        "low": low,
+        "high": high,
+        "only_a": only_a,
+        "only_b": only_b,
+        "mcnemar_p": float(mcnemar_p),
+    }
+
+
 # ---- chapter 09 (text): scores of an imbalanced binary task, decision thresholds ----
 
 

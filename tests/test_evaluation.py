@@ -253,3 +253,38 @@ def _batchnorm_state(book, model):
 
     layers = [lay for lay in keras_mobilenet._layers(model) if lay.__class__.__name__ == "BatchNormalization"]
     return {(i, w.path): np.array(w.numpy()) for i, layer in enumerate(layers) for w in layer.weights}
+
+
+def test_paired_comparison_counts_disagreements_and_brackets_the_difference():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=400)
+    better = np.where(rng.random(400) < 0.9, labels, (labels + 1) % 3)  # about 90 % right
+    worse = np.where(rng.random(400) < 0.6, labels, (labels + 1) % 3)  # about 60 % right
+    result = metrics.paired_comparison(labels, better, worse)
+    right_a, right_b = better == labels, worse == labels
+    assert result["only_a"] == int((right_a & ~right_b).sum()) and result["only_b"] == int((~right_a & right_b).sum())
+    assert np.isclose(result["difference"], right_a.mean() - right_b.mean())
+    assert result["low"] < result["difference"] < result["high"] and result["low"] > 0  # a clear win
+    assert result["mcnemar_p"] < 1e-6
+    same = metrics.paired_comparison(labels, better, better)
+    assert same["difference"] == same["low"] == same["high"] == 0 and same["mcnemar_p"] == 1.0
+    logits = np.eye(3)[better]  # logits give the same answer as labels
+    assert metrics.paired_comparison(labels, logits, worse) == result
+
+
+def test_paired_interval_is_narrower_than_two_separate_intervals_when_models_agree():
+    """The point of pairing: two models that err on mostly the same images differ by less than their own noise."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, size=300)
+    a = np.where(rng.random(300) < 0.8, labels, 1 - labels)
+    b = a.copy()
+    flip = rng.choice(300, size=6, replace=False)
+    b[flip] = 1 - b[flip]  # b differs from a on six images only
+    paired = metrics.paired_comparison(labels, a, b)
+    single_width = 2 * 1.96 * np.sqrt(0.8 * 0.2 / 300)  # one model's own 95 % interval
+    assert paired["high"] - paired["low"] < single_width / 2
+
+
+def test_paired_comparison_rejects_mismatched_predictions():
+    with pytest.raises(ValueError, match="one prediction"):
+        metrics.paired_comparison(np.zeros(5), np.zeros(4), np.zeros(5))
