@@ -7,6 +7,7 @@ tensorflow-cpu; the book tokenizes with Hugging Face `tokenizers` instead (helpe
 
 from __future__ import annotations
 
+import time
 import weakref
 
 import keras
@@ -177,6 +178,20 @@ class _RateRecorder(keras.callbacks.Callback):
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
+class _StepTimer(keras.callbacks.Callback):
+    """Record the seconds each optimizer step takes (from batch begin to batch end)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self._start = [], 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, warmup=0.1, verbose=True) -> dict:
     """Fine-tune on (tokens, labels): AdamW, linear warmup then linear decay, gradients clipped to norm 1."""
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
@@ -199,7 +214,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         jit_compile=False,
         run_eagerly=config.profile().keras_eager,
     )
-    timer, rates = _EpochTimer(), _RateRecorder()
+    timer, rates, steps_timer = _EpochTimer(), _RateRecorder(), _StepTimer()
     val = _check_text_data(model, validation) if validation is not None else None
     result = model.fit(
         tokens,
@@ -209,9 +224,10 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         validation_data=val,
         shuffle=True,
         verbose=2 if verbose else 0,
-        callbacks=[timer, rates],
+        callbacks=[timer, rates, steps_timer],
     )
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     history["epoch_seconds"] = timer.seconds
     history["lr"] = rates.rates
+    history["step_seconds"] = steps_timer.seconds
     return history

@@ -155,6 +155,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         total_loss = correct = 0.0
         order = torch.randperm(len(labels)).numpy()
         for first in range(0, len(labels), batch_size):
+            step_start = time.perf_counter()
             rows = order[first : first + batch_size]
             yb = torch.as_tensor(labels[rows], dtype=torch.long, device=dev)
             logits = model(**_token_tensors(tokens, rows, dev)).logits
@@ -167,6 +168,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
             scheduler.step()
             total_loss += float(loss.detach()) * len(rows)
             correct += float((logits.argmax(1) == yb).sum())
+            history["step_seconds"].append(time.perf_counter() - step_start)
         history["loss"].append(total_loss / len(labels))
         history["accuracy"].append(correct / len(labels))
         history["epoch_seconds"].append(time.perf_counter() - start)
