@@ -71,11 +71,12 @@ def test_every_method_spends_the_budget_and_no_more(method):
     else:
         assert result["spent"] == 40
     done = [t for t in result["trials"] if t["state"] == "complete"]
-    assert result["best"]["value"] == max(t["value"] for t in done)
+    assert result["best"]["value"] == max(t["value"] for t in done) == result["winner"]["val_accuracy"]
     assert all(t["epochs"] == t["params"]["epochs"] for t in done)
     curve = search.best_so_far(result)
     filled = curve[~np.isnan(curve)]
     assert np.all(np.diff(filled) >= 0) and filled[-1] == result["best"]["value"]
+    np.testing.assert_array_equal(search.mean_curve([result, result]), curve)
 
 
 def test_pruning_stops_trials_early_and_their_epochs_count():
