@@ -1,4 +1,4 @@
-"""Export (Keras): SavedModels (`model.export`), ONNX files (tf2onnx) and int8 ONNX, TFLite/LiteRT float and int8
+"""Export (Keras): SavedModels (`model.export`), ONNX files (tf2onnx), TFLite/LiteRT float and int8
 flatbuffers, loaded back as NumPy predict functions and checked against the framework model on a whole data set
 (chapter 15).
 
@@ -25,7 +25,6 @@ __all__ = ["export_formats", "export_model", "load_exported", "verify_export"]
 FORMATS = {  # format: (file or directory name, what it is)
     "saved_model": ("saved_model", "TensorFlow SavedModel directory (model.export)"),
     "onnx": ("model.onnx", "ONNX (tf2onnx), float32"),
-    "onnx_int8": ("model_int8.onnx", "ONNX with int8 weights and activations (ONNX Runtime static quantization)"),
     "tflite": ("model.tflite", "TFLite/LiteRT flatbuffer, float32"),
     "tflite_int8": ("model_int8.tflite", "TFLite/LiteRT, int8 weights and activations, float input and output"),
 }
@@ -57,7 +56,8 @@ def export_model(
     model: Model, directory, format: str = "onnx", image_size: int = 224, calibration: np.ndarray | None = None
 ) -> Path:
     """Write `model` in `format` (see export_formats) into `directory`, inputs NHWC of image_size pixels with a
-    dynamic batch axis; returns the written path. int8 formats calibrate on `calibration` (model inputs)."""
+    dynamic batch axis; returns the written path. int8 formats calibrate on `calibration` (model inputs); an ONNX file
+    becomes int8 with serving.quantize_onnx, in either framework."""
     format = _check_format(format)
     if format.endswith("_int8") and calibration is None:
         raise ValueError(f"format {format!r} needs calibration: a few hundred model inputs (float32 NHWC) to measure")
@@ -70,10 +70,6 @@ def export_model(
         model.export(path, format="tf_saved_model", input_signature=[spec], verbose=False)
     elif format == "onnx":
         _onnx(model, shape, path)
-    elif format == "onnx_int8":
-        with tempfile.TemporaryDirectory() as scratch:
-            _onnx(model, shape, Path(scratch) / "model.onnx")
-            serving.quantize_onnx(Path(scratch) / "model.onnx", checks.inputs(calibration, None), path)
     else:
         _tflite(model, shape, path, None if format == "tflite" else checks.inputs(calibration, None))
     return path

@@ -1,4 +1,4 @@
-"""Export (PyTorch): `torch.export` ExportedPrograms, ONNX files and int8 ONNX, loaded back as NumPy predict functions
+"""Export (PyTorch): `torch.export` ExportedPrograms and ONNX files, loaded back as NumPy predict functions
 and checked against the framework model on a whole data set (chapter 15).
 
 Every exported model takes what `book.predict` takes, a float32 NHWC batch with any number of images, and returns
@@ -8,7 +8,6 @@ exports have the same interface. Statistics, runtimes and the HTTP app are frame
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +24,6 @@ __all__ = ["export_formats", "export_model", "load_exported", "verify_export"]
 FORMATS = {  # format: (file name, what it is)
     "exported_program": ("model.pt2", "torch.export ExportedProgram, saved with torch.export.save"),
     "onnx": ("model.onnx", "ONNX (torch.onnx.export, dynamo exporter), float32"),
-    "onnx_int8": ("model_int8.onnx", "ONNX with int8 weights and activations (ONNX Runtime static quantization)"),
 }
 OPSET = 18
 
@@ -67,10 +65,9 @@ def export_model(
     model: Model, directory, format: str = "onnx", image_size: int = 224, calibration: np.ndarray | None = None
 ) -> Path:
     """Write `model` in `format` (see export_formats) into `directory`, inputs NHWC of image_size pixels with a
-    dynamic batch axis; returns the written path. int8 formats calibrate on `calibration` (model inputs)."""
+    dynamic batch axis; returns the written path. PyTorch's formats are float32, so `calibration` (for Keras'
+    tflite_int8) is not used; an ONNX file becomes int8 with serving.quantize_onnx, in either framework."""
     format = _check_format(format)
-    if format.endswith("_int8") and calibration is None:
-        raise ValueError(f"format {format!r} needs calibration: a few hundred model inputs (float32 NHWC) to measure")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FORMATS[format][0]
@@ -81,13 +78,8 @@ def export_model(
     try:
         if format == "exported_program":
             torch.export.save(torch.export.export(network, (example,), dynamic_shapes=batch), path)
-        elif format == "onnx":
-            _onnx(network, example, batch, path)
         else:
-            with tempfile.TemporaryDirectory() as scratch:
-                float_path = Path(scratch) / "model.onnx"
-                _onnx(network, example, batch, float_path)
-                serving.quantize_onnx(float_path, checks.inputs(calibration, None), path)
+            _onnx(network, example, batch, path)
     finally:
         model.train(was_training)
     return path
