@@ -28,8 +28,6 @@ __all__ = [
     "lr_range_test",
 ]
 
-DEVICE_DATA_BYTES = 2**31  # training data up to this size is kept on the GPU by fit
-
 OPTIMIZERS = {  # settings shared with helpers.keras through helpers.tuning
     "adam": functools.partial(torch.optim.Adam, eps=tuning.ADAM_EPSILON),
     "adamw": functools.partial(torch.optim.AdamW, eps=tuning.ADAM_EPSILON),
@@ -116,9 +114,9 @@ def fit(
     restored; augment: a torchvision.transforms.v2 pipeline applied to each training image. block_lr_decay:
     discriminative rates, the head trains at lr and the feature block k levels below it at lr * block_lr_decay**k.
     Speed (chapter 16; None means what pays on this device): precision 'float32', 'bfloat16' or 'float16' (None:
-    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU), the forward pass and loss in
-    torch.autocast, float16 with a GradScaler, weights and validation as in Keras; channels_last: NHWC memory
-    layout for the convolutions (None: on a GPU only); compile: train through torch.compile (None: off).
+    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU): forward pass, loss and validation
+    under torch.autocast, weights kept in float32, float16 with a GradScaler; channels_last: NHWC memory layout
+    for the convolutions (None: on a GPU only); compile: train through torch.compile (None: off).
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     precision, channels_last, compile = speed._options(precision, channels_last, compile)
@@ -366,9 +364,9 @@ class _DeviceBatches:
 
 
 def _batches(x: np.ndarray, y: np.ndarray, augment, batch_size: int, dev: torch.device):
-    """Training batches: on a GPU, data up to DEVICE_DATA_BYTES without augmentation lives on the device;
-    otherwise a DataLoader (pinned memory on a GPU, so the copies overlap with compute)."""
-    if dev.type == "cuda" and augment is None and x.nbytes <= DEVICE_DATA_BYTES:
+    """Training batches: on a GPU, data without augmentation that takes at most a quarter of the free GPU memory
+    lives on the device; otherwise a DataLoader (pinned memory on a GPU, so the copies overlap with compute)."""
+    if dev.type == "cuda" and augment is None and x.nbytes <= torch.cuda.mem_get_info(dev)[0] // 4:
         images, labels = _as_tensor(x).to(dev), torch.as_tensor(y, dtype=torch.long, device=dev)
         return _DeviceBatches(images, labels, batch_size)
     dataset = _train_dataset(x, y, augment)
