@@ -65,6 +65,17 @@ def export_model(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FORMATS[format][0]
     shape = _input_spec(model, image_size)
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # no "Assets written to" lines from model.export
+    try:
+        _write(model, format, shape, path, calibration)
+    finally:
+        logger.setLevel(level)
+    return path
+
+
+def _write(model, format: str, shape: tuple, path: Path, calibration) -> None:
+    """Write one format (TensorFlow's logger already quieted)."""
     if format == "saved_model":
         spec = keras.InputSpec(shape=shape, dtype="float32", name="images")
         model.export(path, format="tf_saved_model", input_signature=[spec], verbose=False)
@@ -72,7 +83,6 @@ def export_model(
         _onnx(model, shape, path)
     else:
         _tflite(model, shape, path, None if format == "tflite" else checks.inputs(calibration, None))
-    return path
 
 
 def _onnx(model, shape: tuple, path: Path) -> None:
