@@ -27,10 +27,9 @@ def trial_features(backbone, images, max_unfreeze=search.MAX_UNFREEZE, batch_siz
     max_unfreeze = checks.up_to("max_unfreeze", max_unfreeze, len(parts) - 1, f" (the network has {len(parts)} blocks)")
     images = checks.inputs(images, (None, None, 3))
     lower = keras.Sequential(parts[: len(parts) - max_unfreeze])
-    lower_graph = tf.function(lambda x: lower(x, training=False))
     found = {k: [] for k in range(max_unfreeze + 1)}
-    for begin in range(0, len(images), batch_size):
-        x = lower_graph(tf.constant(images[begin : begin + batch_size]))
+    for begin in range(0, len(images), batch_size):  # eager: large batches, and no retracing for the last one
+        x = lower(images[begin : begin + batch_size], training=False)
         for k in range(max_unfreeze, -1, -1):
             found[k].append(np.asarray(ops.mean(x, axis=(1, 2)) if k == 0 else x))
             if k:
