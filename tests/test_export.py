@@ -25,13 +25,14 @@ def small_cnn(book):
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """Each framework's small CNN exported in every format it supports."""
+    """Each framework's small CNN exported in every format it supports, and its ONNX file quantized to int8."""
     found = {}
     for name, book in FRAMEWORKS.items():
         model, directory = small_cnn(book), tmp_path_factory.mktemp(name)
         paths = {
             f: book.export_model(model, directory, f, image_size=28, calibration=GREY) for f in book.export_formats()
         }
+        paths["onnx_int8"] = serving.quantize_onnx(paths["onnx"], GREY, directory / "model_int8.onnx")
         found[name] = (model, paths)
     return found
 
