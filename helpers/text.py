@@ -41,7 +41,15 @@ TWEET_CLASSES = ("negative", "neutral", "positive")
 SOURCES = {"spam": SPAM_CLASSES, "tweets": TWEET_CLASSES}
 
 # Fine-tuning settings shared by helpers.torch.fit_text and helpers.keras.fit_text.
-WEIGHT_DECAY = 0.01  # AdamW's decoupled weight decay, BERT's usual value
+WEIGHT_DECAY = 0.01  # AdamW's decoupled weight decay, BERT's usual value ...
+
+
+def decays(shape) -> bool:
+    """... applied to weight matrices only: biases and LayerNorm scales and shifts (every 1-D weight) are excluded,
+    as in BERT's recipe."""
+    return len(tuple(shape)) >= 2
+
+
 CLIP_NORM = 1.0  # gradients are clipped to this global norm before every step
 
 

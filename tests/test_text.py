@@ -230,3 +230,23 @@ def test_bad_input_to_the_text_helpers(book):
         book.predict_text(model, tokens["input_ids"])
     with pytest.raises(ValueError, match="no transformer layers"):
         book.encoder_layers(book.new_head(4, 2))
+
+
+def test_fit_text_decays_weight_matrices_but_not_biases_or_layernorm(book, monkeypatch):
+    """BERT's recipe: decoupled weight decay on the weight matrices only. With a huge decay and a tiny rate, one step
+    shrinks every matrix of the trained layer by about lr * decay, while a 1-D weight moves by Adam's step alone."""
+    monkeypatch.setattr(text, "WEIGHT_DECAY", 2e4)  # lr * decay = 0.2: one step shrinks a decayed weight by 20 %
+    book.seed(0)
+    tokens = book.tokenize(["win cash now", "lunch at noon?"] * 4, 12)
+    model = book.train_top_layers(book.text_classifier(2), 1)
+    top = book.encoder_layers(model)[-1]
+    before = _weights(book, top)
+    book.fit_text(model, (tokens, np.array([1, 0] * 4)), epochs=1, lr=1e-5, batch_size=8, warmup=0.0, verbose=False)
+    after = _weights(book, top)
+    matrices = [(a, b) for a, b in zip(before, after) if a.ndim >= 2]
+    vectors = [(a, b) for a, b in zip(before, after) if a.ndim < 2]
+    assert matrices and vectors
+    for old, new in matrices:
+        assert np.linalg.norm(new) < 0.85 * np.linalg.norm(old), "a weight matrix was not decayed"
+    for old, new in vectors:
+        assert np.abs(new - old).max() < 1e-4, "a bias or LayerNorm weight was decayed"

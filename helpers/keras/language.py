@@ -193,7 +193,8 @@ class _StepTimer(keras.callbacks.Callback):
 
 
 def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, warmup=0.1, verbose=True) -> dict:
-    """Fine-tune on (tokens, labels): AdamW, linear warmup then linear decay, gradients clipped to norm 1."""
+    """Fine-tune on (tokens, labels): AdamW (no decay on biases and LayerNorm weights), linear warmup then linear
+    decay, gradients clipped to norm 1."""
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     tokens, labels = _check_text_data(model, train)
@@ -207,6 +208,8 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         epsilon=tuning.ADAM_EPSILON,
         global_clipnorm=text.CLIP_NORM,
     )
+    # decay the weight matrices; biases and LayerNorm weights are excluded
+    optimizer.exclude_from_weight_decay(var_list=[w for w in model.trainable_weights if not text.decays(w.shape)])
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -136,7 +136,8 @@ def _check_text_data(model, data) -> tuple[dict, np.ndarray]:
 
 
 def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, warmup=0.1, verbose=True) -> dict:
-    """Fine-tune on (tokens, labels): AdamW, linear warmup then linear decay, gradients clipped to norm 1."""
+    """Fine-tune on (tokens, labels): AdamW (no decay on biases and LayerNorm weights), linear warmup then linear
+    decay, gradients clipped to norm 1."""
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     tokens, labels = _check_text_data(model, train)
@@ -146,7 +147,11 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
     steps = epochs * -(-len(labels) // batch_size)
     dev = torch.device(device())
     model.to(dev)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=text.WEIGHT_DECAY, eps=tuning.ADAM_EPSILON)
+    groups = [  # decay the weight matrices; biases and LayerNorm weights are excluded
+        {"params": [p for p in params if text.decays(p.shape)], "weight_decay": text.WEIGHT_DECAY},
+        {"params": [p for p in params if not text.decays(p.shape)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=tuning.ADAM_EPSILON)
     scheduler = _transformers().get_linear_schedule_with_warmup(opt, text.warmup_steps(steps, warmup), steps)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
