@@ -307,6 +307,11 @@ def test_search_finds_a_term(browser, site, term, expected_page):
     offline = Offline(browser, site)
     offline.visit(f"search.html?q={urllib.parse.quote(term)}", inspect=False)
     offline.page.wait_for_selector("#search-results ul.search li a", timeout=TIMEOUT_MS)
+    # Sphinx lists the hits one by one; wait for its summary line, written when the search has finished
+    offline.page.wait_for_function(
+        "() => /found/i.test(document.querySelector('#search-results p.search-summary')?.textContent || '')",
+        timeout=TIMEOUT_MS,
+    )
     hits = offline.page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(a => a.href)")
     problems = offline.close()
     assert any(href.split("#")[0].split("?")[0] == site + expected_page for href in hits), (
