@@ -119,6 +119,10 @@ def test_adapter_file_round_trip_gives_the_same_predictions(book, tmp_path):
     np.testing.assert_allclose(book.predict_text(book.load_adapter(fresh, path), tokens), expected, atol=1e-6)
     with pytest.raises(ValueError, match="same method"):
         book.load_adapter(book.train_head_only(book.pooled_text_classifier(2)), path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        book.save_adapter(fresh, path)
+    assert path.read_bytes() == before, "the existing file must stay as it was"
 
 
 def test_add_lora_rejects_bad_ranks_and_leaves_the_model_alone(book):

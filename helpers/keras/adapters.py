@@ -133,10 +133,12 @@ def merge_lora(model) -> Model:
 
 
 def save_adapter(model, path) -> Path:
-    """Write only the trainable weights (adapters, biases, head) to a safetensors file; returns its path."""
+    """Write only the trainable weights (adapters, biases, head) to a new safetensors file; returns its path."""
     from safetensors.numpy import save_file
 
     path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: save_adapter never overwrites a file; choose a new path or delete it")
     tensors = {f"{i:04d}:{v.path}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.trainable_weights)}
     if not tensors:
         raise ValueError("model has no trainable weights to save")

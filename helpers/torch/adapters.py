@@ -129,10 +129,12 @@ def merge_lora(model) -> Model:
 
 
 def save_adapter(model, path) -> Path:
-    """Write only the trainable weights (adapters, biases, head) to a safetensors file; returns its path."""
+    """Write only the trainable weights (adapters, biases, head) to a new safetensors file; returns its path."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: save_adapter never overwrites a file; choose a new path or delete it")
     tensors = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
     if not tensors:
         raise ValueError("model has no trainable weights to save")
