@@ -53,8 +53,15 @@ wheels:
 	$(PYTHON) -m pip download --quiet --require-hashes --no-deps --only-binary=:all: -r $(LOCK) -d $(WHEELS)
 	@echo "$$(ls $(WHEELS) | wc -l) files, $$(du -sh $(WHEELS) | cut -f1) in $(WHEELS)"
 
-data: setup
+data: setup speech-setup
 	$(PY) -m helpers.registry fetch-all
+
+# Chapter 19's spoken digits are synthesised here by Debian's flite (the registry builds and checksums the set).
+.PHONY: speech-setup
+speech-setup:
+	@command -v flite > /dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q flite; \
+		else echo "chapter 19 synthesises speech with flite: run 'sudo apt-get install -y flite'" >&2; exit 1; fi; }
 
 # pytest-xdist: one worker per core (JOBS=1 for one process); each notebook runs in one worker (--dist loadfile),
 # and conftest.py gives each worker and its kernels cores/workers threads.

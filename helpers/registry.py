@@ -489,6 +489,14 @@ REGISTRY: dict[str, Entry] = {
             ),
         ),
     ),
+    # ---- chapter 17 (backbones): EfficientNet-Lite0 ----
+    # ---- end of chapter 17 ----
+    # ---- chapter 18 (detection): the COCO SSD detector ----
+    # ---- end of chapter 18 ----
+    # ---- chapter 19 (audio): the speech-embedding model, synthesised spoken digits, real speech ----
+    # ---- end of chapter 19 ----
+    # ---- chapter 20 (image and text) ----
+    # ---- end of chapter 20 ----
     # ---- the HTML book: MathJax served from the build, not a CDN (scripts/stage_mathjax.py unpacks it) ----
     "mathjax": Entry(
         filename="web/mathjax-3.2.2.tgz",

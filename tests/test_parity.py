@@ -14,7 +14,12 @@ import helpers
 from helpers import keras as hk
 from helpers import torch as ht
 
-FRAMEWORK_ONLY = {"helpers.torch.convert", "helpers.keras.mobilenet_port"}  # weight porting, one side by nature
+FRAMEWORK_ONLY = {
+    "helpers.torch.convert",
+    "helpers.keras.mobilenet_port",
+    "helpers.keras.efficientnet_port",
+    "helpers.keras.speech_port",
+}  # weight porting, one side by nature
 
 
 def _submodules(package) -> set[str]:

@@ -6,7 +6,8 @@ Every public name here exists in `helpers.torch` with the same signature, in a m
 discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
 `semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
 `adaptation` (AdaBN, CORAL, DANN), `search` (hyperparameter trials), `adapters` (BitFit,
-LoRA), `export` (deployable formats) and `speed` (fast and data-parallel training).
+LoRA), `export` (deployable formats), `speed` (fast and data-parallel training), `backbones` (choosing a
+pretrained backbone), `detection` (object detection), `audio` (spoken words) and `multimodal` (image and text).
 Images come in as NumPy NHWC arrays from `helpers.data`, which is Keras' own layout. `mobilenet_port`
 (MobileNetV2 mirroring torchvision layer for layer, so its weights port exactly) is Keras-only.
 """
@@ -19,12 +20,16 @@ from helpers import seed  # noqa: E402
 from helpers.keras import (  # noqa: E402
     adaptation,
     adapters,
+    audio,
+    backbones,
+    detection,
     distillation,
     export,
     finetuning,
     inspection,
     language,
     models,
+    multimodal,
     search,
     semisupervised,
     speed,
@@ -32,12 +37,16 @@ from helpers.keras import (  # noqa: E402
 )
 from helpers.keras.adaptation import *  # noqa: E402, F403
 from helpers.keras.adapters import *  # noqa: E402, F403
+from helpers.keras.audio import *  # noqa: E402, F403
+from helpers.keras.backbones import *  # noqa: E402, F403
+from helpers.keras.detection import *  # noqa: E402, F403
 from helpers.keras.distillation import *  # noqa: E402, F403
 from helpers.keras.export import *  # noqa: E402, F403
 from helpers.keras.finetuning import *  # noqa: E402, F403
 from helpers.keras.inspection import *  # noqa: E402, F403
 from helpers.keras.language import *  # noqa: E402, F403
 from helpers.keras.models import *  # noqa: E402, F403
+from helpers.keras.multimodal import *  # noqa: E402, F403
 from helpers.keras.search import *  # noqa: E402, F403
 from helpers.keras.semisupervised import *  # noqa: E402, F403
 from helpers.keras.speed import *  # noqa: E402, F403
@@ -56,5 +65,9 @@ MODULES = (
     adapters,
     export,
     speed,
+    backbones,
+    detection,
+    audio,
+    multimodal,
 )
 __all__ = ["seed", *(name for module in MODULES for name in module.__all__)]

@@ -1,0 +1,7 @@
+"""Audio (chapter 19), Keras: the pretrained speech-embedding model, frozen or fine-tuned, and small heads for spoken
+words.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
