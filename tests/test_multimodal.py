@@ -1,0 +1,193 @@
+"""Chapter 20: the symmetric InfoNCE loss against NumPy in both frameworks, the two frameworks training the same
+projections to the same weights, prompt ensembles and zero-shot scores, recall@k on hand-made cases, and the bad
+input (empty captions, templates without a slot, unknown class names) both frameworks refuse with one ValueError."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+
+from helpers import keras as hk  # conftest.py has imported torch first, as it must be
+from helpers import multimodal
+from helpers import torch as ht
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.normal(size=(6, 4)).astype(np.float32)
+TEXTS = RNG.normal(size=(6, 4)).astype(np.float32)
+FRAMEWORKS = {"torch": ht, "keras": hk}
+
+
+def framework_loss(framework, images, texts, logit_scale):
+    if framework == "torch":
+        scale = torch.tensor(logit_scale, dtype=torch.float32)
+        return float(ht.contrastive_loss(torch.from_numpy(images), torch.from_numpy(texts), scale))
+    return float(hk.contrastive_loss(images, texts, np.float32(logit_scale)))
+
+
+def by_hand(images, texts, logit_scale):
+    """The loss from its definition, one pair at a time: -log of each matching pair's softmax share, both ways."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim = math.exp(min(logit_scale, math.log(100))) * unit(images) @ unit(texts).T
+    rows = [-math.log(math.exp(sim[i, i]) / np.exp(sim[i]).sum()) for i in range(len(sim))]
+    cols = [-math.log(math.exp(sim[i, i]) / np.exp(sim[:, i]).sum()) for i in range(len(sim))]
+    return (np.mean(rows) + np.mean(cols)) / 2
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("logit_scale", [0.0, math.log(1 / 0.07), 2.0, 7.0])  # 7.0: clamped at log(100)
+def test_contrastive_loss_equals_numpy_and_a_hand_computation(framework, logit_scale):
+    expected = by_hand(IMAGES.astype(np.float64), TEXTS.astype(np.float64), logit_scale)
+    assert multimodal.info_nce(IMAGES, TEXTS, logit_scale) == pytest.approx(expected, rel=1e-9)
+    assert framework_loss(framework, IMAGES, TEXTS, logit_scale) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_loss_is_symmetric_small_for_matching_pairs_and_log_n_for_identical_rows():
+    for framework in FRAMEWORKS:
+        swapped = framework_loss(framework, TEXTS, IMAGES, 2.0)
+        assert swapped == pytest.approx(framework_loss(framework, IMAGES, TEXTS, 2.0), rel=1e-5)
+        assert framework_loss(framework, IMAGES, 3 * IMAGES, math.log(100)) < 0.05  # scale-free: normalised
+        same = np.ones((6, 4), np.float32)
+        assert framework_loss(framework, same, same, 2.0) == pytest.approx(math.log(6), rel=1e-5)
+
+
+def _gradient_of_scale(framework, logit_scale):
+    if framework == "torch":
+        scale = torch.tensor(logit_scale, requires_grad=True)
+        ht.contrastive_loss(torch.from_numpy(IMAGES), torch.from_numpy(TEXTS), scale).backward()
+        return float(scale.grad)
+    scale = tf.Variable(logit_scale)
+    with tf.GradientTape() as tape:
+        loss = hk.contrastive_loss(IMAGES, TEXTS, scale)
+    return float(tape.gradient(loss, scale))
+
+
+def test_the_temperature_gets_a_gradient_below_the_clamp_and_none_above():
+    below = {fw: _gradient_of_scale(fw, 1.0) for fw in FRAMEWORKS}
+    assert abs(below["torch"]) > 1e-3 and below["torch"] == pytest.approx(below["keras"], rel=1e-4)
+    assert all(_gradient_of_scale(fw, 6.0) == 0.0 for fw in FRAMEWORKS)
+
+
+def _copy_torch_weights_into_keras(torch_model, keras_model):
+    keras_model.image_projection.kernel.assign(torch_model.image_projection.weight.detach().numpy().T)
+    keras_model.text_projection.kernel.assign(torch_model.text_projection.weight.detach().numpy().T)
+    keras_model.logit_scale.assign(float(torch_model.logit_scale.detach()))
+
+
+def test_both_frameworks_train_the_same_projections_from_the_same_start():
+    image_features, text_features = RNG.random((40, 12)).astype(np.float32), RNG.normal(size=(40, 8)).astype(np.float32)
+    ht.seed(0)
+    torch_model, keras_model = ht.contrastive_heads(12, 8, 5), hk.contrastive_heads(12, 8, 5)
+    _copy_torch_weights_into_keras(torch_model, keras_model)
+    arguments = {"epochs": 3, "lr": 1e-2, "weight_decay": 0.1, "batch_size": 16, "seed": 3}
+    torch_history = ht.fit_contrastive(torch_model, image_features, text_features, **arguments)
+    keras_history = hk.fit_contrastive(keras_model, image_features, text_features, **arguments)
+    np.testing.assert_allclose(torch_history["loss"], keras_history["loss"], rtol=1e-4)
+    assert torch_history["loss"][-1] < torch_history["loss"][0]
+    np.testing.assert_allclose(
+        ht.embed_images(torch_model, image_features), hk.embed_images(keras_model, image_features), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        ht.embed_texts(torch_model, text_features), hk.embed_texts(keras_model, text_features), atol=1e-4
+    )
+    assert ht.temperature_of(torch_model) == pytest.approx(hk.temperature_of(keras_model), rel=1e-4)
+    assert ht.temperature_of(torch_model) != pytest.approx(multimodal.INITIAL_TEMPERATURE, rel=1e-3)  # it learned
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_training_aligns_matching_pairs(framework):
+    """After training on class-level pairs, each image's nearest caption embedding is its own class's."""
+    book = FRAMEWORKS[framework]
+    book.seed(0)
+    labels = np.arange(60) % 3
+    centres_image, centres_text = RNG.normal(size=(3, 16)), RNG.normal(size=(3, 10))
+    image_features = (centres_image[labels] + 0.3 * RNG.normal(size=(60, 16))).astype(np.float32)
+    text_features = (centres_text[labels] + 0.1 * RNG.normal(size=(60, 10))).astype(np.float32)
+    model = book.contrastive_heads(16, 10, 8)
+    book.fit_contrastive(model, image_features, text_features, epochs=8, lr=3e-2, batch_size=20)
+    scores = multimodal.zero_shot_scores(
+        book.embed_images(model, image_features), book.embed_texts(model, centres_text.astype(np.float32))
+    )
+    assert (scores.argmax(1) == labels).mean() > 0.9
+    assert np.allclose(np.linalg.norm(book.embed_images(model, image_features), axis=1), 1, atol=1e-5)
+
+
+def test_captions_prompts_and_ensembles():
+    table = multimodal.caption_table(["coat", "ankle boot"], ["a photo of a {}.", "this is a {}."])
+    assert table == ["a photo of a coat.", "this is a coat.", "a photo of an ankle boot.", "this is an ankle boot."]
+    rows = multimodal.pair_captions(np.array([1, 0, 1]), 2, seed=0)
+    assert [table[r].endswith("boot.") for r in rows] == [True, False, True]
+    text = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [0.0, -3.0]])
+    ensemble = multimodal.class_embeddings(text, 2, 2)
+    np.testing.assert_allclose(ensemble, [[np.sqrt(0.5), np.sqrt(0.5)], [-np.sqrt(0.5), -np.sqrt(0.5)]])
+    scores = multimodal.zero_shot_scores(np.array([[2.0, 2.0], [0.0, -1.0]]), ensemble)
+    np.testing.assert_allclose(scores, [[1.0, -1.0], [-np.sqrt(0.5), np.sqrt(0.5)]], atol=1e-12)
+    assert set(multimodal.SEEN_CLASSES) | set(multimodal.UNSEEN_CLASSES) == set(range(10))
+
+
+def test_recall_at_k_on_hand_made_rankings():
+    similarity = np.array([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.7, 0.1], [0.0, 0.1, 0.2, 0.3]])
+    relevant = np.array([[False, False, True, False], [True, False, False, False], [False, False, True, True]])
+    # query 0: relevant item ranked 2nd; query 1: ranked 3rd; query 2: ranked 1st
+    assert multimodal.recall_at_k(similarity, relevant, 1) == pytest.approx(1 / 3)
+    assert multimodal.recall_at_k(similarity, relevant, 2) == pytest.approx(2 / 3)
+    assert multimodal.recall_at_k(similarity, relevant, 3) == pytest.approx(1.0)
+    assert multimodal.chance_recall_at_k(1, 4, 1) == pytest.approx(0.25)
+    assert multimodal.chance_recall_at_k(2, 4, 2) == pytest.approx(1 - 1 / 6)
+    assert multimodal.chance_recall_at_k(4, 4, 1) == 1.0
+    random = np.random.default_rng(1).random((4000, 20))
+    hits = multimodal.recall_at_k(random, np.tile(np.arange(20) < 3, (4000, 1)), 4)
+    assert hits == pytest.approx(multimodal.chance_recall_at_k(3, 20, 4), abs=0.03)
+
+
+def test_linear_probe_separates_separable_features():
+    features = np.concatenate([RNG.normal(size=(10, 5)) - 3, RNG.normal(size=(10, 5)) + 3])
+    labels = np.repeat([0, 1], 10)
+    probs = multimodal.linear_probe(features, labels, features)
+    assert probs.shape == (20, 2) and (probs.argmax(1) == labels).all()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: multimodal.check_captions(["a coat.", "", "a bag."]), r"captions \[1\] are empty"),
+        (lambda: multimodal.check_captions(["a coat.", "   "]), "empty, only whitespace"),
+        (lambda: multimodal.check_captions([]), "at least one caption"),
+        (lambda: multimodal.check_captions("a coat."), "list of strings"),
+        (lambda: multimodal.check_captions(["a coat.", None]), "not strings"),
+        (lambda: multimodal.caption_table(["coat"], ["a photo of clothing."]), r"exactly one \{\} slot"),
+        (lambda: multimodal.caption_table(["coat", ""], ["a photo of a {}."]), "class names"),
+        (lambda: multimodal.caption_table(["coat", "coat"], ["a {}."]), "distinct"),
+        (lambda: multimodal.class_indices(["coat", "hat"]), r"\['hat'\] are not among the caption names"),
+        (lambda: multimodal.pair_captions(np.array([0, -1]), 3), "class ids >= 0"),
+        (lambda: multimodal.class_embeddings(np.ones((5, 3)), 2, 2), "2 classes x 2 templates"),
+        (lambda: multimodal.zero_shot_scores(np.ones((2, 3)), np.ones((2, 4))), "one common width"),
+        (lambda: multimodal.recall_at_k(np.ones((2, 3)), np.ones((2, 3), bool), 4), "k must be an integer from 1"),
+        (lambda: multimodal.recall_at_k(np.ones((2, 3)), np.zeros((2, 3), bool), 1), "at least one relevant"),
+    ],
+)
+def test_bad_captions_templates_and_metric_input_get_one_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_both_frameworks_refuse_the_same_bad_input(framework):
+    book = FRAMEWORKS[framework]
+    model = book.contrastive_heads(6, 4, 3)
+    images, texts = RNG.random((8, 6)).astype(np.float32), RNG.random((8, 4)).astype(np.float32)
+    bad = {
+        "pair row by row": lambda: book.fit_contrastive(model, images, texts[:5]),
+        r"text features must be a float array \(N, 4\)": lambda: book.fit_contrastive(model, images, images),
+        "weight_decay must be": lambda: book.fit_contrastive(model, images, texts, weight_decay=-1.0),
+        r"temperature must be in \(0, 1\]": lambda: book.contrastive_heads(6, 4, 3, temperature=2.0),
+        "embed_dim must be an integer": lambda: book.contrastive_heads(6, 4, 0),
+        "expected the model from book.contrastive_heads": lambda: book.embed_images(book.small_cnn(3), images),
+        "contain NaN": lambda: book.embed_texts(model, np.full((2, 4), np.nan, np.float32)),
+    }
+    for message, call in bad.items():
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match="one matching pair per row"):
+        framework_loss(framework, IMAGES, TEXTS[:4], 1.0)
