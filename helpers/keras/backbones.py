@@ -1,7 +1,65 @@
-"""Choosing a pretrained backbone (chapter 17), Keras: EfficientNet-Lite0 beside MobileNetV2, and the cost of each
-backbone (parameters, time, memory).
+"""Choosing a pretrained backbone (chapter 17), Keras: EfficientNet-Lite0 beside MobileNetV2 (the port is in
+`helpers.keras.efficientnet_port`), and the cost of each backbone (time per image, peak memory of a training step).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import keras
+import numpy as np
+import tensorflow as tf
+
+from helpers import backbones, checks, throughput
+from helpers.keras.models import Model, device
+
+__all__ = ["inference_seconds", "step_memory"]
+
+
+def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -> float:
+    """Seconds per image of a forward pass in inference mode over batches of `x` (a traced tf.function; median of
+    `repeats` after a warm-up that also traces it)."""
+    batch_size, repeats = checks.count("batch_size", batch_size), checks.count("repeats", repeats)
+    x = checks.inputs(x, None)
+    batches = [tf.constant(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+
+    def run():
+        for batch in batches:
+            out = forward(batch)
+        np.asarray(out)  # the last batch's result: waits for the device
+
+    return throughput.median_seconds(run, repeats=repeats, warmup=1) / len(x)
+
+
+def step_memory(model: Model, train, batch_size: int = 32) -> float:
+    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, after a warm-up
+    step. On a GPU: the peak of TensorFlow's allocator; on a CPU: the rise of the process's peak resident memory
+    (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards."""
+    batch_size = checks.count("batch_size", batch_size)
+    x, y = checks.pair(train, "train")
+    xb = tf.constant(checks.inputs(np.asarray(x[:batch_size]), None))
+    yb = tf.constant(np.asarray(y[:batch_size], dtype=np.int64))
+    saved = model.get_weights()
+    opt = keras.optimizers.Adam(1e-5)
+    opt.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    def step():
+        np.asarray(train_step())  # waits for the step
+
+    try:
+        step()  # warm-up: tracing the graph is not the step's working memory
+        if device() == "cuda":
+            tf.config.experimental.reset_memory_stats("GPU:0")
+            base = tf.config.experimental.get_memory_info("GPU:0")["current"]
+            step()
+            return (tf.config.experimental.get_memory_info("GPU:0")["peak"] - base) / 2**20
+        return backbones.peak_memory_growth(step)
+    finally:
+        model.set_weights(saved)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from safetensors.numpy import load_file
 
 from helpers import checks, registry, strategies
-from helpers.keras import mobilenet_port
+from helpers.keras import efficientnet_port, mobilenet_port
 
 __all__ = [
     "device",
@@ -82,6 +82,13 @@ BACKBONES = {
         classifier=lambda: mobilenet_port.classifier(1000),
         weights="mobilenet_v2-keras",
         load=lambda network, path: mobilenet_port.load_torch_state(network, load_file(path)),
+    ),
+    "efficientnet_lite0": Backbone(
+        backbone=efficientnet_port.backbone,
+        blocks=_named_blocks,
+        classifier=lambda: efficientnet_port.classifier(1000),
+        weights="efficientnet_lite0-keras",
+        load=lambda network, path: efficientnet_port.load_torch_state(network, load_file(path)),
     ),
     "small_cnn": Backbone(backbone=_small_cnn_backbone, blocks=_named_blocks),
 }

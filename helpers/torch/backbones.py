@@ -1,7 +1,116 @@
 """Choosing a pretrained backbone (chapter 17), PyTorch: EfficientNet-Lite0 beside MobileNetV2, and the cost of each
-backbone (parameters, time, memory).
+backbone (time per image, peak memory of a training step).
+
+EfficientNet-Lite0 comes from the pinned `efficientnet_lite_pytorch` package (`EfficientNet.from_name`); its modules
+are regrouped into 18 feature blocks (stem, 16 MBConv blocks, head) so that `blocks`, freezing and the rest of the
+book work on it as on MobileNetV2. Two changes to the package's own forward pass, both shared with the Keras port:
+the stem first rescales ImageNet-normalised input to [-1, 1], and no drop-connect (stochastic depth) runs in training.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import collections
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers import backbones, checks, throughput
+from helpers.torch.models import Model, device
+
+__all__ = ["inference_seconds", "step_memory"]
+
+
+class SymmetricInput(nn.Module):
+    """ImageNet-normalised images to [-1, 1] (the range EfficientNet-Lite was trained on), per channel."""
+
+    def __init__(self):
+        super().__init__()
+        scale, offset = backbones.symmetric_scaling()
+        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return x * self.scale + self.offset
+
+
+def lite0_features() -> nn.Sequential:
+    """EfficientNet-Lite0's convolutional part as 18 blocks; TensorFlow-style 'same' padding computed for any size."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # None: padding from each input's size
+    stem = [("scale", SymmetricInput()), ("conv", net._conv_stem), ("bn", net._bn0), ("act", nn.ReLU6())]
+    head = [("conv", net._conv_head), ("bn", net._bn1), ("act", nn.ReLU6())]
+    parts = [nn.Sequential(collections.OrderedDict(stem)), *net._blocks, nn.Sequential(collections.OrderedDict(head))]
+    return nn.Sequential(*parts)
+
+
+def lite0_classifier() -> Model:
+    """The whole EfficientNet-Lite0 ImageNet classifier (dropout 0.2, 1,000 classes), randomly initialised."""
+    parts = [
+        ("features", lite0_features()),
+        ("pool", nn.AdaptiveAvgPool2d(1)),
+        ("flatten", nn.Flatten(1)),
+        ("classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(backbones.LITE0_FEATURES, 1000))),
+    ]
+    return nn.Sequential(collections.OrderedDict(parts))
+
+
+def _batch(x: np.ndarray, dev: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+    return tensor.permute(0, 3, 1, 2) if tensor.ndim == 4 else tensor
+
+
+def _synchronise(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
+
+
+def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -> float:
+    """Seconds per image of a forward pass in eval mode over batches of `x` (median of `repeats` after a warm-up)."""
+    batch_size, repeats = checks.count("batch_size", batch_size), checks.count("repeats", repeats)
+    x = checks.inputs(x, None)
+    dev = torch.device(device())
+    model.to(dev).eval()
+    batches = [_batch(x[i : i + batch_size], dev) for i in range(0, len(x), batch_size)]
+
+    def run():
+        with torch.inference_mode():
+            for batch in batches:
+                model(batch)
+        _synchronise(dev)
+
+    return throughput.median_seconds(run, repeats=repeats, warmup=1) / len(x)
+
+
+def step_memory(model: Model, train, batch_size: int = 32) -> float:
+    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, after a warm-up
+    step. On a GPU: the peak of PyTorch's allocator; on a CPU: the rise of the process's peak resident memory
+    (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards."""
+    batch_size = checks.count("batch_size", batch_size)
+    x, y = checks.pair(train, "train")
+    dev = torch.device(device())
+    xb = _batch(checks.inputs(np.asarray(x[:batch_size]), None), dev)
+    yb = torch.as_tensor(np.asarray(y[:batch_size]), dtype=torch.long, device=dev)
+    saved = copy.deepcopy(model.state_dict())
+    model.to(dev).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        _synchronise(dev)
+
+    try:
+        step()  # warm-up: Adam's state and the allocator's first growth are not the step's working memory
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+            step()
+            return (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+        return backbones.peak_memory_growth(step)
+    finally:
+        model.load_state_dict(saved)

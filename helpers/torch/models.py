@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import checks, registry, strategies
+from helpers import backbones, checks, registry, strategies
 
 __all__ = [
     "device",
@@ -47,6 +47,7 @@ class Backbone:
     weights: str | None = None  # registry entry of the pretrained weights (a state dict of `classifier`)
     chain: Callable[[nn.Module], list[nn.Module]] | None = None  # a classifier as modules applied one after another
     instance_of: type | None = None  # networks of this class are recognised without a tag (built outside helpers)
+    rename: Callable[[str], str] | None = None  # the weight file's tensor names -> this table's networks' names
 
 
 def _pooled(features: nn.Module) -> Model:
@@ -65,6 +66,13 @@ def _small_cnn_backbone(channels: int = 1) -> Model:
     return _pooled(nn.Sequential(*found))
 
 
+def _lite0():
+    """helpers.torch.backbones (chapter 17), which builds EfficientNet-Lite0; imported late, as it imports this."""
+    from helpers.torch import backbones as chapter
+
+    return chapter
+
+
 def _mobilenet_chain(network: nn.Module) -> list[nn.Module]:
     """torchvision's MobileNetV2.forward written as a chain: blocks, pooling, flattening, classifier."""
     return [*network.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), network.classifier]
@@ -78,6 +86,13 @@ BACKBONES = {
         weights="mobilenet_v2-torch",
         chain=_mobilenet_chain,
         instance_of=torchvision.models.MobileNetV2,
+    ),
+    "efficientnet_lite0": Backbone(
+        backbone=lambda: _pooled(_lite0().lite0_features()),
+        blocks=lambda network: list(network.features),
+        classifier=lambda: _lite0().lite0_classifier(),
+        weights="efficientnet_lite0-torch",
+        rename=backbones.lite0_tensor_name,
     ),
     "small_cnn": Backbone(backbone=_small_cnn_backbone, blocks=lambda network: list(network.features)),
 }
@@ -116,6 +131,8 @@ def prepare_weights(name: str = "mobilenet_v2") -> Path:
 def _load_pretrained(model: Model, name: str) -> Model:
     """Load the verified weight file (weights_only=True: tensors only, no code) into `model` or its backbone."""
     state = torch.load(prepare_weights(name), map_location="cpu", weights_only=True)
+    if BACKBONES[name].rename is not None:
+        state = {BACKBONES[name].rename(k): v for k, v in state.items()}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
