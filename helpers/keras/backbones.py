@@ -31,9 +31,10 @@ def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -
 
 
 def step_memory(model: Model, train, batch_size: int = 32) -> float:
-    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, after a warm-up
-    step. On a GPU: the peak of TensorFlow's allocator; on a CPU: the rise of the process's peak resident memory
-    (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards."""
+    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, run eagerly as
+    PyTorch runs it, after a warm-up step. On a GPU: the peak of TensorFlow's allocator; on a CPU: the rise of the
+    process's peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored
+    afterwards."""
     batch_size = checks.count("batch_size", batch_size)
     x, y = checks.pair(train, "train")
     xb = tf.constant(checks.inputs(np.asarray(x[:batch_size]), None))
@@ -43,7 +44,6 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
     opt.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function
     def train_step():
         with tf.GradientTape() as tape:
             loss = loss_fn(yb, model(xb, training=True))
@@ -54,7 +54,7 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
         np.asarray(train_step())  # waits for the step
 
     try:
-        step()  # warm-up: tracing the graph is not the step's working memory
+        step()  # warm-up: Adam's state and the allocator's first growth are not the step's working memory
         if device() == "cuda":
             tf.config.experimental.reset_memory_stats("GPU:0")
             base = tf.config.experimental.get_memory_info("GPU:0")["current"]
