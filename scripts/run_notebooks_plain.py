@@ -26,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 cells = json.load(open(sys.argv[1]))
 namespace = {"__name__": "__main__"}
+namespace["display"] = lambda *values: [print(v.to_string() if hasattr(v, "to_string") else repr(v)) for v in values]
 for number, code in enumerate(cells, 1):
     tree = ast.parse(code)
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
