@@ -8,10 +8,16 @@ nbval turns every notebook cell into a test item; with `--record-runtimes` the d
 are summed and stored in book/runtimes.json under the active profile, with the machine it ran on. Notebook
 headers print that table, so no runtime in the book is typed by hand. Under xdist the controller receives every
 report and writes the file once; the workers write nothing.
+
+Temporary files: nbval stops each kernel by killing it, so a notebook's `tempfile.TemporaryDirectory()` is never
+cleaned up by the kernel, and TensorFlow leaves its autograph files behind. Every process of the run (and every kernel
+it starts) therefore gets its own TMPDIR, removed with everything in it when that process ends.
 """
 
 import collections
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
@@ -27,6 +33,22 @@ def _cap_threads() -> None:
 
 
 _cap_threads()
+
+_scratch: str | None = None
+
+
+def pytest_configure(config):
+    """Point TMPDIR (inherited by kernels and subprocesses) at a folder of this process's own."""
+    global _scratch
+    _scratch = tempfile.mkdtemp(prefix="tl-book-test-")
+    os.environ["TMPDIR"] = _scratch
+    tempfile.tempdir = None  # forget the cached default, so this process uses the new folder too
+
+
+def pytest_unconfigure(config):
+    if _scratch:
+        shutil.rmtree(_scratch, ignore_errors=True)
+
 
 _durations: dict[str, float] = collections.defaultdict(float)
 
