@@ -16,6 +16,7 @@ import numpy as np
 from keras import layers
 
 from helpers import backbones
+from helpers.keras import mobilenet_port
 
 # (repeats, kernel, first stride, expansion, input channels, output channels): efficientnet_lite_builder's stages
 STAGES = (
@@ -103,33 +104,7 @@ def tensor_key(layer_name: str) -> str:
     return f"features.{index}.{part}" if int(index) in (0, HEAD) else f"features.{index}._{part}"
 
 
-def _layers(model):
-    """All leaf layers, entering nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
 def load_torch_state(model: keras.Model, state: dict[str, np.ndarray]) -> int:
     """Copy the package's state dict (NumPy arrays, its own tensor names) into the model; returns tensors used."""
     state = {backbones.lite0_tensor_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    used = 0
-    for layer in _layers(model):
-        if not isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D | layers.BatchNormalization | layers.Dense):
-            continue
-        key = tensor_key(layer.name)
-        if isinstance(layer, layers.DepthwiseConv2D):
-            values = [state[f"{key}.weight"].transpose(2, 3, 0, 1)]
-        elif isinstance(layer, layers.Conv2D):
-            values = [state[f"{key}.weight"].transpose(2, 3, 1, 0)]
-        elif isinstance(layer, layers.BatchNormalization):
-            values = [state[f"{key}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")]
-        elif f"{key}.weight" in state:
-            values = [state[f"{key}.weight"].T, state[f"{key}.bias"]]
-        else:
-            continue
-        layer.set_weights(values)
-        used += len(values)
-    return used
+    return mobilenet_port.load_torch_state(model, state, key=tensor_key)

@@ -114,19 +114,28 @@ def _layers(model):
             yield layer
 
 
-def load_torch_state(model: keras.Model, state: dict[str, np.ndarray]) -> int:
-    """Copy a torchvision state dict (NumPy arrays) into the model; returns the number of tensors used."""
+WEIGHTED = (layers.Conv2D, layers.DepthwiseConv2D, layers.BatchNormalization, layers.Dense)
+
+
+def load_torch_state(model: keras.Model, state: dict[str, np.ndarray], key=_torch_key) -> int:
+    """Copy a PyTorch state dict (NumPy arrays) into the model; returns the number of tensors used.
+
+    `key` maps a Keras layer name to the tensor-name prefix in `state` (torchvision's names by default; the
+    EfficientNet-Lite0 port passes its own). Kernels are transposed from PyTorch's layout to Keras'.
+    """
     used = 0
     for layer in _layers(model):
-        key = _torch_key(layer.name)
+        if not isinstance(layer, WEIGHTED):
+            continue
+        prefix = key(layer.name)
         if isinstance(layer, layers.DepthwiseConv2D):
-            values = [state[f"{key}.weight"].transpose(2, 3, 0, 1)]
+            values = [state[f"{prefix}.weight"].transpose(2, 3, 0, 1)]
         elif isinstance(layer, layers.Conv2D):
-            values = [state[f"{key}.weight"].transpose(2, 3, 1, 0)]
+            values = [state[f"{prefix}.weight"].transpose(2, 3, 1, 0)]
         elif isinstance(layer, layers.BatchNormalization):
-            values = [state[f"{key}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")]
-        elif isinstance(layer, layers.Dense) and f"{key}.weight" in state:
-            values = [state[f"{key}.weight"].T, state[f"{key}.bias"]]
+            values = [state[f"{prefix}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")]
+        elif f"{prefix}.weight" in state:
+            values = [state[f"{prefix}.weight"].T, state[f"{prefix}.bias"]]
         else:
             continue
         layer.set_weights(values)
