@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 STRIDE = 16  # pixels between two cells of the detector's output grid (MobileNetV2 up to block 13)
+FEATURE_BLOCKS = 14  # MobileNetV2 blocks 0-13: stride 16, 96 channels (both frameworks' detectors)
+HEAD_WIDTH = 64  # channels of the head's 3x3 convolution
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # RetinaNet's focal loss settings
 PRIOR = 0.01  # the class scores start near this probability (RetinaNet's prior: few cells hold an object)
 
 # The constructed task: items of these classes pasted onto photo crops; (data set, label in that data set)

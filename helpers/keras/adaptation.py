@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, config, domains, tuning
+from helpers import checks, domains, tuning
 from helpers.keras.models import Model
-from helpers.keras.training import _check_data, _input_shape, predict
+from helpers.keras.training import _check_data, _compiled, _input_shape, predict
 
 __all__ = [
     "batchnorm_statistics",
@@ -144,11 +144,6 @@ def _check_adaptation(model, source, target_x, method: str, weight) -> tuple:
     xt = _unlabelled_images(model, target_x)
     domains.check_same_images(xs.shape, xt.shape)
     return xs, ys, xt, method, weight
-
-
-def _compiled(step):
-    """The training step as a TensorFlow graph, or eager in profiles that say so (config.Profile.keras_eager)."""
-    return step if config.profile().keras_eager else tf.function(step)
 
 
 def fit_adapted(

@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from helpers import checks, config, registry, tuning
+from helpers import checks, registry, tuning
 from helpers import detection as neutral
 from helpers.keras.models import Model, blocks, pretrained_backbone
+from helpers.keras.training import _compiled
 
 __all__ = [
     "coco_detector",
@@ -30,9 +31,8 @@ __all__ = [
     "detect",
 ]
 
-FEATURE_BLOCKS = 14  # MobileNetV2 blocks 0-13: stride 16, 96 channels
-HEAD_WIDTH = 64
-FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # RetinaNet's focal loss settings
+FEATURE_BLOCKS, HEAD_WIDTH = neutral.FEATURE_BLOCKS, neutral.HEAD_WIDTH  # one architecture for both frameworks
+FOCAL_ALPHA, FOCAL_GAMMA = neutral.FOCAL_ALPHA, neutral.FOCAL_GAMMA
 
 
 def coco_detector() -> Callable:
@@ -118,8 +118,7 @@ def train_detector(model, images, boxes, labels, steps=100, batch_size=16, lr=1e
         optimizer.apply_gradients(zip(grads, model.trainable_weights))
         return loss
 
-    if not config.profile().keras_eager:
-        step = tf.function(step, reduce_retracing=True)
+    step = _compiled(step, reduce_retracing=True)
     losses = []
     for batch in neutral.batch_indices(len(images), steps, batch_size, seed):
         losses.append(float(step(tf.constant(images[batch]), tf.constant(targets[batch]))))

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, compression, config, strategies, tuning
+from helpers import checks, compression, strategies, tuning
 from helpers.keras.models import Model, _small_cnn_backbone, _tagged, new_head
-from helpers.keras.training import _input_shape, _num_outputs
+from helpers.keras.training import _compiled, _input_shape, _num_outputs
 
 __all__ = ["distillation_loss", "fit_distilled", "multi_head_cnn", "task_model", "fit_multitask", "latency"]
 
@@ -53,11 +53,6 @@ def distillation_loss(student_logits, teacher_logits, labels=None, temperature=4
 def _adam(lr: float):
     """Adam with the book's epsilon (helpers.tuning), as book.fit builds it."""
     return keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
-
-
-def _compiled(step):
-    """The training step as a TensorFlow graph, or eager in profiles that say so (config.Profile.keras_eager)."""
-    return step if config.profile().keras_eager else tf.function(step)
 
 
 def fit_distilled(

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, config, multimodal, tuning
+from helpers import checks, multimodal, tuning
 from helpers.keras.models import Model
+from helpers.keras.training import _compiled
 
 __all__ = ["contrastive_loss", "contrastive_heads", "fit_contrastive", "embed_images", "embed_texts", "temperature_of"]
 
@@ -80,11 +81,6 @@ def _check_heads(model) -> ContrastiveHeads:
     if not isinstance(model, ContrastiveHeads):
         raise ValueError(f"expected the model from book.contrastive_heads, got {type(model).__name__}")
     return model
-
-
-def _compiled(step):
-    """The training step as a TensorFlow graph, or eager in profiles that say so (config.Profile.keras_eager)."""
-    return step if config.profile().keras_eager else tf.function(step)
 
 
 def fit_contrastive(

@@ -16,6 +16,7 @@ from keras import ops
 
 from helpers import checks, config, search, tuning
 from helpers.keras.models import Model, blocks, feature_dim, new_head
+from helpers.keras.training import _compiled
 
 __all__ = ["trial_features", "top_model", "run_trial", "trial_accuracy"]
 
@@ -117,7 +118,7 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
             top_opt.apply_gradients(zip(grads[len(head) :], top))
         return loss
 
-    step = step if config.profile().keras_eager else tf.function(step)
+    step = _compiled(step)
     steps = math.ceil(len(y) / batch_size)
     order = tuning.batch_order(len(y), min(batch_size, len(y)), params["epochs"] * steps, seed)
     history = []

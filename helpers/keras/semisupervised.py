@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, config, fewshot
+from helpers import checks, fewshot
 from helpers.keras.models import Model
-from helpers.keras.training import OPTIMIZERS, _input_shape, fit, predict
+from helpers.keras.training import OPTIMIZERS, _compiled, _input_shape, fit, predict
 from helpers.metrics import softmax
 
 __all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
@@ -134,7 +134,7 @@ def _consistency_step(model: Model, optimizer, threshold: float, weight: float):
         optimizer.apply_gradients(zip(gradients, model.trainable_weights))
         return loss, supervised, unsupervised, keras.ops.mean(mask)
 
-    return step if config.profile().keras_eager else tf.function(step)
+    return _compiled(step)
 
 
 def fit_consistency(

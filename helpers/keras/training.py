@@ -39,6 +39,12 @@ OPTIMIZERS = {  # settings shared with helpers.torch through helpers.tuning
 HISTORY_KEYS = ("loss", "cross_entropy", "accuracy", "epoch_seconds", "val_loss", "val_cross_entropy", "val_accuracy")
 
 
+def _compiled(step, **options):
+    """A training step as a TensorFlow graph (`tf.function(step, **options)`), or eager in profiles that say so
+    (config.Profile.keras_eager). Shared by the hand-written training loops of the chapter modules."""
+    return step if config.profile().keras_eager else tf.function(step, **options)
+
+
 def _input_shape(model) -> tuple | None:
     """The model's input shape without the batch axis, e.g. (None, None, 3), or None when it has no single input."""
     try:

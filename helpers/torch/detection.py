@@ -29,9 +29,8 @@ __all__ = [
     "detect",
 ]
 
-FEATURE_BLOCKS = 14  # MobileNetV2 blocks 0-13: stride 16, 96 channels
-HEAD_WIDTH = 64
-FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # RetinaNet's focal loss settings
+FEATURE_BLOCKS, HEAD_WIDTH = neutral.FEATURE_BLOCKS, neutral.HEAD_WIDTH  # one architecture for both frameworks
+FOCAL_ALPHA, FOCAL_GAMMA = neutral.FOCAL_ALPHA, neutral.FOCAL_GAMMA
 
 
 def coco_detector() -> Callable:
