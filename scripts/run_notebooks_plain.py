@@ -3,7 +3,9 @@
 For machines without Jupyter (the lent GPU machine has PyTorch but no Jupyter or TensorFlow): each notebook's code
 cells run in order, like a fresh kernel, and a cell's last bare expression is printed as IPython would show it.
 Figures go to the Agg backend. Writes one log (every notebook's output, in order) and a JSON of seconds per
-notebook and status (`ok`, `failed`, `deadline`).
+notebook and status (`ok`, `failed`, `deadline`). With `--record-runtimes`, the seconds of every notebook that ran
+to the end go into book/runtimes.json under the active profile (BOOK_PROFILE), as `make record-runtimes` does from a
+`make book` build: only on a machine where nothing else runs.
 
     python scripts/run_notebooks_plain.py --deadline 450 --log out/log.txt --json out/runs.json book/0*/*_torch.ipynb
 """
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=3600, help="seconds for all notebooks together")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--record-runtimes", action="store_true", help="store the times of the notebooks that ran ok")
     args = parser.parse_args()
     end = time.perf_counter() + args.deadline
     results = {}
@@ -89,6 +92,13 @@ def main() -> None:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
             print(f"{notebook.stem}: {status} in {seconds:.1f} s", flush=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.record_runtimes:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from helpers import config
+
+        passed = {name: run["seconds"] for name, run in results.items() if run["status"] == "ok"}
+        config.record_runtimes(passed, config.profile_name(), config.machine_description())
+        print(f"recorded {len(passed)} notebooks for profile {config.profile_name()!r} in {config.RUNTIMES_FILE}")
 
 
 if __name__ == "__main__":
