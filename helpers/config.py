@@ -148,19 +148,20 @@ def measured_runtimes(notebook: str) -> list[dict]:
     return [{"profile": name, **rows[name]} for name in PROFILES if name in rows]
 
 
-def record_runtimes(seconds_by_notebook: dict[str, float], profile_name_: str, machine: str) -> None:
-    """Store measured run times (seconds per notebook stem) for one profile in book/runtimes.json."""
+def record_runtimes(seconds_by_notebook: dict[str, float], profile_name_: str, machine: str, path=None) -> None:
+    """Store measured run times (seconds per notebook stem) for one profile in `path` (book/runtimes.json)."""
     import json
     import time
 
-    table = json.loads(RUNTIMES_FILE.read_text()) if RUNTIMES_FILE.exists() else {}
+    path = Path(path) if path is not None else RUNTIMES_FILE
+    table = json.loads(path.read_text()) if path.exists() else {}
     for notebook, seconds in sorted(seconds_by_notebook.items()):
         table.setdefault(notebook, {})[profile_name_] = {
             "seconds": round(seconds, 1),
             "machine": machine,
             "date": time.strftime("%Y-%m-%d"),
         }
-    RUNTIMES_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
 def machine_description() -> str:

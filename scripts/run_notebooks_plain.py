@@ -77,7 +77,13 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=3600, help="seconds for all notebooks together")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--record-runtimes", action="store_true", help="store the times of the notebooks that ran ok")
+    parser.add_argument(
+        "--record-runtimes",
+        nargs="?",
+        const=Path(__file__).resolve().parent.parent / "book" / "runtimes.json",
+        metavar="FILE",
+        help="store the times of the notebooks that ran ok in FILE (default book/runtimes.json)",
+    )
     args = parser.parse_args()
     end = time.perf_counter() + args.deadline
     results = {}
@@ -97,8 +103,8 @@ def main() -> None:
         from helpers import config
 
         passed = {name: run["seconds"] for name, run in results.items() if run["status"] == "ok"}
-        config.record_runtimes(passed, config.profile_name(), config.machine_description())
-        print(f"recorded {len(passed)} notebooks for profile {config.profile_name()!r} in {config.RUNTIMES_FILE}")
+        config.record_runtimes(passed, config.profile_name(), config.machine_description(), args.record_runtimes)
+        print(f"recorded {len(passed)} notebooks for profile {config.profile_name()!r} in {args.record_runtimes}")
 
 
 if __name__ == "__main__":
