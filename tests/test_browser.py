@@ -347,3 +347,9 @@ def test_every_notebook_that_plots_shows_a_figure(crawl):
 def test_plot_detection():
     assert plots("fig = plots.show_images(x)") and plots("fig, ax = plt.subplots()") and plots("fig.show()")
     assert not plots("print('plots are below')") and not plots("splt.x = 1")
+
+
+def test_every_notebook_page_ends_with_its_claims_ledger(crawl):
+    """scripts/sphinx_claims.py appends the ledger's table (book/claims.json) to every notebook page."""
+    missing = [name for name in notebook_sources() if "claims-ledger" not in crawl["pages"][f"{name}.html"]["ids"]]
+    assert not missing, f"these notebook pages have no claims table (is sphinx_claims in _config.yml?): {missing}"
