@@ -11,18 +11,27 @@ WHEELS ?= _build/wheels
 REQ_HASH := $(shell sha256sum requirements.txt $(LOCK) pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean
+.PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean check lab
 
 help:
 	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile),"
 	@echo "                and check the HTML built without executing notebooks in Chromium, offline"
 	@echo "make book       set up, fetch data, build the HTML book executing every notebook (_build/html),"
 	@echo "                then check it in Chromium, offline (tests/test_browser.py)"
+	@echo "make check      for contributors: lint + the unit tests (tests/, not the notebooks), a few minutes"
+	@echo "make lab        set up, fetch data and start JupyterLab on book/ (self-study)"
+	@echo "make claims     run notebooks in the cpu profile and record book/claims.json (the claims ledger)"
 	@echo "make lock       regenerate requirements.lock (every package, with hashes) from requirements.txt"
 	@echo "make wheels     download every locked wheel into \$$WHEELS (default _build/wheels) for offline installs"
 	@echo "make data       prefetch every data set and weight file into the cache (\$$BOOK_CACHE)"
 	@echo "make lint       ruff on helpers, tests, scripts and notebooks"
 	@echo "make benchmark  helpers' fit versus a plain and a tuned training loop, throughput ratios"
+	@echo "make setup      create .venv from requirements.lock (every other target does this first)"
+	@echo "make unit       the unit tests alone (tests/, smoke profile)"
+	@echo "make notebooks  nbval over every notebook alone (smoke profile)"
+	@echo "make record-runtimes  re-measure the notebooks' run times (book/runtimes.json)"
+	@echo "make clean      remove _build and the pytest and ruff caches (not .venv, not the data cache)"
+	@echo "helper targets: speech-setup (flite), browser-setup (chromium), html-unexecuted (make test's HTML)"
 
 setup: $(STAMP)
 
@@ -71,6 +80,14 @@ XDIST := -n $(JOBS) --dist loadfile
 unit: data
 	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) tests
 
+# For contributors, before a commit: ruff and the unit tests, without the notebooks (`make test` runs those too).
+check: lint unit
+
+# Self-study: JupyterLab on the book's notebooks, in the environment and with the data the book builds with
+# (tests/test_lab.py starts it the same way). Jupyter refuses to run as root unless told (containers, CI).
+lab: data
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
 notebooks: data
 	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) book
 
@@ -110,6 +127,15 @@ book: data browser-setup
 	BOOK_PROFILE=$$profile $(VENV)/bin/jupyter-book build . -W -n --keep-going --all
 	BOOK_HTML_DIR=_build/html BOOK_HTML_EXECUTED=1 $(PY) -m pytest tests/test_browser.py
 	@echo "open _build/html/index.html"
+
+# The claims ledger (book/claims.json): run notebooks in the cpu profile (scripts/claims.py) and record every claim
+# they make, with the hash of the code it ran on. By default only notebooks whose entry is missing, stale or failed;
+# ALL=1 runs every notebook, NOTEBOOKS="book/19_audio/audio_torch.ipynb ..." runs those, WORKERS=2 runs two at once
+# (the ledger records it; run times are comparable only with WORKERS=1). Outputs go into the execution cache, so a
+# `make book` in the cpu profile afterwards does not run them again. tests/test_claims.py fails on a stale entry.
+.PHONY: claims
+claims: data
+	$(PY) scripts/claims.py $(if $(ALL),--all) --workers $(or $(WORKERS),1) $(NOTEBOOKS)
 
 benchmark: data
 	$(PY) scripts/benchmark_fit.py torch
