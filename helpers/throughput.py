@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-PRECISIONS = ("float32", "bfloat16", "float16")  # what `precision=` accepts; None picks one for the device
+PRECISIONS = ("float32", "bfloat16", "float16")  # what `precision=` accepts; None is float32
 GPU_ONLY_PRECISIONS = ("float16",)  # no fast float16 arithmetic on a CPU, and no loss scaling needed there
 
 
@@ -67,12 +67,13 @@ def check_precision(precision: str | None) -> str | None:
 def choose_precision(precision: str | None, device: str, bfloat16_supported: bool) -> str:
     """The compute precision to train in on `device` ('cuda' or 'cpu'); one ValueError when it cannot run there.
 
-    None picks bfloat16 on a GPU that supports it and float32 otherwise. float16 needs a GPU; bfloat16 on a CPU
-    is allowed (it runs, usually slower than float32 unless the CPU has bfloat16 instructions: measure it).
+    None is float32 on every device: lower precision is a speed option the caller asks for (chapter 16), so that a
+    default `fit` is the plain float32 loop everywhere. float16 needs a GPU; bfloat16 on a CPU is allowed (it runs,
+    usually slower than float32 unless the CPU has bfloat16 instructions: measure it).
     """
     check_precision(precision)
     if precision is None:
-        return "bfloat16" if device == "cuda" and bfloat16_supported else "float32"
+        return "float32"
     if precision in GPU_ONLY_PRECISIONS and device != "cuda":
         raise ValueError(
             f"precision={precision!r} needs a CUDA GPU, and this process runs on {device!r}: "

@@ -41,7 +41,8 @@ def test_median_seconds_skips_the_warm_up_and_takes_the_median():
 
 def test_precision_choice_per_device():
     assert throughput.choose_precision(None, "cpu", False) == "float32"
-    assert throughput.choose_precision(None, "cuda", True) == "bfloat16"
+    assert throughput.choose_precision(None, "cuda", True) == "float32"  # one meaning on every device: opt in
+    assert throughput.choose_precision("bfloat16", "cuda", True) == "bfloat16"
     assert throughput.choose_precision(None, "cuda", False) == "float32"
     assert throughput.choose_precision("bfloat16", "cpu", False) == "bfloat16"  # allowed on a CPU: it runs
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
@@ -91,6 +92,50 @@ def test_fit_defaults_are_the_plain_float32_loop_on_a_cpu(framework):
     explicit, model_b = _fit(book, precision="float32", channels_last=False, compile=False)
     assert default == explicit  # same seed, same history, to the last bit
     assert all(np.array_equal(a, b) for a, b in zip(_weights(model_a), _weights(model_b)))
+
+
+@pytest.mark.parametrize("framework", BOOKS)
+def test_speed_options_default_to_off_on_every_device(framework, monkeypatch):
+    """None resolves to the plain step whatever the device: chapter 2's written-out epoch equals `fit` on a GPU too."""
+    speed = BOOKS[framework].speed
+    monkeypatch.setattr(speed, "device", lambda: "cuda")
+    monkeypatch.setattr(speed, "_bfloat16_supported", lambda: True)
+    precision, channels_last, compile = speed._options(None, None, None)
+    assert precision == "float32" and compile is False
+    assert channels_last is (framework == "keras")  # Keras images are NHWC already: nothing to change
+    assert speed._options("bfloat16", True, True) == ("bfloat16", True, True)  # asked for: given
+
+
+@pytest.mark.parametrize("framework", BOOKS)
+def test_gpu_math_sets_and_prints_each_setting(framework, capsys, monkeypatch):
+    """Runs on a CPU: the flags are set and read back there too (they change nothing without a GPU)."""
+    book = BOOKS[framework]
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monkeypatch.setenv("TF_CUDNN_USE_AUTOTUNE", "1")  # restored after the test
+    try:
+        fast = book.gpu_math(tf32=True, deterministic=False, benchmark=True)
+        assert fast == {"tf32": True, "deterministic": False, "benchmark": True}
+        assert "GPU math: tf32=on, deterministic=off, benchmark=on" in capsys.readouterr().out
+        strict = book.gpu_math(tf32=False, deterministic=True, benchmark=False)
+        assert strict == {"tf32": False, "deterministic": True, "benchmark": False}
+        assert "GPU math: tf32=off, deterministic=on, benchmark=off" in capsys.readouterr().out
+        if framework == "torch":
+            import torch
+
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+            assert not torch.backends.cuda.matmul.allow_tf32 and torch.are_deterministic_algorithms_enabled()
+        else:
+            import keras
+
+            model = book.small_cnn(10)
+            with pytest.warns(UserWarning, match="jit_compile"):
+                model.compile(optimizer="adam", loss="mse", jit_compile=True)
+            assert model.jit_compile is False  # Keras turns XLA off under op determinism, even when asked
+            del keras
+        with pytest.raises(ValueError, match="deterministic=True needs benchmark=False"):
+            book.gpu_math(deterministic=True, benchmark=True, verbose=False)
+    finally:
+        book.gpu_math(tf32=False, deterministic=False, benchmark=False, verbose=False)  # the CPU's state
 
 
 @pytest.mark.parametrize("framework", BOOKS)

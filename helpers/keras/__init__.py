@@ -16,7 +16,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is first imported
 
-from helpers import seed  # noqa: E402
+from helpers import _import_tensorflow_quietly, seed  # noqa: E402
+
+_import_tensorflow_quietly()  # before any submodule imports Keras: holds back TensorFlow's oneDNN notice
 from helpers.keras import (  # noqa: E402
     adaptation,
     adapters,

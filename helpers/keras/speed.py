@@ -2,11 +2,13 @@
 
 `training_precision` resolves `fit`'s `precision=` for this device, `step_rate` times whole training steps on
 device-resident data, `data_parallel_script` is a tf.distribute.MirroredStrategy training script and
-`launch_data_parallel` runs it in a process of its own with one replica per device.
+`launch_data_parallel` runs it in a process of its own with one replica per device. `gpu_math` sets the numerics
+that a GPU timing depends on (TF32, op determinism, cuDNN autotuning) explicitly and says what they are.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,7 +19,7 @@ import tensorflow as tf
 from helpers import checks, throughput
 from helpers.keras.models import device
 
-__all__ = ["training_precision", "step_rate", "data_parallel_script", "launch_data_parallel"]
+__all__ = ["training_precision", "gpu_math", "step_rate", "data_parallel_script", "launch_data_parallel"]
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -36,7 +38,6 @@ import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np
 import tensorflow as tf
@@ -126,19 +127,44 @@ def _bfloat16_supported() -> bool:
 
 
 def training_precision(precision=None) -> str:
-    """The precision `fit` trains in here: None gives bfloat16 on a GPU that supports it, float32 on a CPU;
+    """The precision `fit` trains in here: None gives float32 on every device (bfloat16 and float16 are asked for);
     float16 on a CPU (or bfloat16 on an old GPU) raises one ValueError."""
     return throughput.choose_precision(precision, device(), _bfloat16_supported())
 
 
+def gpu_math(tf32=False, deterministic=True, benchmark=False, verbose=True) -> dict:
+    """Set, explicitly, the GPU numerics a timing depends on and return them (printed when `verbose`): tf32,
+    TensorFloat-32 matrix products and convolutions (`enable_tensor_float_32_execution`); deterministic, op
+    determinism (`enable_op_determinism`; Keras then compiles no model with XLA, even with jit_compile=True);
+    benchmark, cuDNN autotuning (`TF_CUDNN_USE_AUTOTUNE`, which TensorFlow reads once, at its first GPU
+    convolution: set it before). `book.seed` turns TF32 off and op determinism on, on a GPU; call this before each
+    timed variant so that none inherits another's settings. The flags are set on a CPU too, where they change
+    nothing."""
+    if deterministic and benchmark:
+        raise ValueError("deterministic=True needs benchmark=False: cuDNN autotuning picks kernels by timing them")
+    from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not in tf.config
+
+    tf.config.experimental.enable_tensor_float_32_execution(bool(tf32))
+    (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
+    os.environ["TF_CUDNN_USE_AUTOTUNE"] = "1" if benchmark else "0"
+    settings = {
+        "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+        "deterministic": tf_config.is_op_determinism_enabled(),
+        "benchmark": os.environ["TF_CUDNN_USE_AUTOTUNE"] == "1",
+    }
+    if verbose:
+        print("GPU math: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in settings.items()))
+    return settings
+
+
 def _options(precision, channels_last, compile) -> tuple[str, bool, bool | str]:
-    """`fit`'s speed options resolved for this device: (precision, channels_last, jit_compile). Keras images are
-    NHWC already, so channels_last is checked and has nothing to change; compile=None is Keras' own 'auto'
-    (XLA on a GPU, never on a CPU)."""
+    """`fit`'s speed options resolved: (precision, channels_last, jit_compile). None is off on every device, as in
+    PyTorch: float32 and no XLA (not Keras' own 'auto', which picks XLA on a GPU). Keras images are NHWC already,
+    so channels_last is checked and has nothing to change."""
     name = training_precision(precision)
     channels_last = throughput.check_flag("channels_last", channels_last)
     compile = throughput.check_flag("compile", compile)
-    return name, True if channels_last is None else channels_last, "auto" if compile is None else compile
+    return name, True if channels_last is None else channels_last, bool(compile)
 
 
 def _use_precision(model, name: str):

@@ -117,10 +117,10 @@ def fit(
     weights outside `head`; early_stopping: patience in epochs on the validation cross-entropy, best weights
     restored; augment: Keras preprocessing layers applied to each training batch. block_lr_decay: discriminative
     rates, the head trains at lr and the feature block k levels below it at lr * block_lr_decay**k.
-    Speed (chapter 16; None means what pays on this device): precision 'float32', 'bfloat16' or 'float16' (None:
-    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU), a mixed dtype policy on every
-    layer for the fit (variables stay float32), float16 with a LossScaleOptimizer; channels_last: accepted for
-    parity, Keras images are NHWC already; compile: XLA (jit_compile; None: Keras' 'auto', off on a CPU).
+    Speed (chapter 16; None means off on every device, so a default fit is the plain float32 loop): precision
+    'float32', 'bfloat16' or 'float16' (None: float32; float16 needs a GPU), a mixed dtype policy on every layer
+    for the fit (variables stay float32), float16 with a LossScaleOptimizer; channels_last: accepted for parity,
+    Keras images are NHWC already; compile: XLA (jit_compile; None: off, not Keras' 'auto').
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     precision, _, jit_compile = speed._options(precision, channels_last, compile)

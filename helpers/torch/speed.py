@@ -2,12 +2,14 @@
 
 `training_precision` resolves `fit`'s `precision=` for this device, `step_rate` times whole training steps on
 device-resident data, `data_parallel_script` is a DistributedDataParallel training script and
-`launch_data_parallel` runs it under torchrun, one process per device.
+`launch_data_parallel` runs it under torchrun, one process per device. `gpu_math` sets the numerics that a GPU
+timing depends on (TF32, deterministic kernels, cuDNN autotuning) explicitly and says what they are.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -18,7 +20,7 @@ from torch import nn
 from helpers import checks, throughput
 from helpers.torch.models import device
 
-__all__ = ["training_precision", "step_rate", "data_parallel_script", "launch_data_parallel"]
+__all__ = ["training_precision", "gpu_math", "step_rate", "data_parallel_script", "launch_data_parallel"]
 
 SCRIPT = r'''"""Data-parallel training with DistributedDataParallel: one process per device, started by torchrun.
 
@@ -108,17 +110,44 @@ def _bfloat16_supported() -> bool:
 
 
 def training_precision(precision=None) -> str:
-    """The precision `fit` trains in here: None gives bfloat16 on a GPU that supports it, float32 on a CPU;
+    """The precision `fit` trains in here: None gives float32 on every device (bfloat16 and float16 are asked for);
     float16 on a CPU (or bfloat16 on an old GPU) raises one ValueError."""
     return throughput.choose_precision(precision, device(), _bfloat16_supported())
 
 
+def gpu_math(tf32=False, deterministic=True, benchmark=False, verbose=True) -> dict:
+    """Set, explicitly, the GPU numerics a timing depends on and return them (printed when `verbose`): tf32,
+    TensorFloat-32 matrix products and convolutions (Ampere and later); deterministic, deterministic kernels
+    (`use_deterministic_algorithms`, cuDNN's deterministic algorithms); benchmark, cuDNN autotuning
+    (`cudnn.benchmark`), which picks kernels by timing them and so cannot be deterministic. `book.seed` sets
+    tf32=False, deterministic=True, benchmark=False on a GPU; call this before each timed variant so that none
+    inherits another's settings. The flags are set on a CPU too, where they change nothing."""
+    if deterministic and benchmark:
+        raise ValueError("deterministic=True needs benchmark=False: cuDNN autotuning picks kernels by timing them")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = bool(benchmark)
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    settings = {
+        "tf32": torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32,
+        "deterministic": torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic,
+        "benchmark": torch.backends.cudnn.benchmark,
+    }
+    if verbose:
+        print("GPU math: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in settings.items()))
+    return settings
+
+
 def _options(precision, channels_last, compile) -> tuple[str, bool, bool]:
-    """`fit`'s speed options resolved for this device: (precision, channels_last, compile)."""
+    """`fit`'s speed options resolved: (precision, channels_last, compile). None is off (float32, the default
+    memory layout, no torch.compile) on every device: a default `fit` is the plain loop; speed is opted into."""
     name = training_precision(precision)
     channels_last = throughput.check_flag("channels_last", channels_last)
     compile = throughput.check_flag("compile", compile)
-    return name, device() == "cuda" if channels_last is None else channels_last, bool(compile)
+    return name, bool(channels_last), bool(compile)
 
 
 def step_rate(

@@ -113,10 +113,10 @@ def fit(
     weights outside `head`; early_stopping: patience in epochs on the validation cross-entropy, best weights
     restored; augment: a torchvision.transforms.v2 pipeline applied to each training image. block_lr_decay:
     discriminative rates, the head trains at lr and the feature block k levels below it at lr * block_lr_decay**k.
-    Speed (chapter 16; None means what pays on this device): precision 'float32', 'bfloat16' or 'float16' (None:
-    bfloat16 on a GPU that supports it, float32 on a CPU; float16 needs a GPU): forward pass, loss and validation
+    Speed (chapter 16; None means off on every device, so a default fit is the plain float32 loop): precision
+    'float32', 'bfloat16' or 'float16' (None: float32; float16 needs a GPU): forward pass, loss and validation
     under torch.autocast, weights kept in float32, float16 with a GradScaler; channels_last: NHWC memory layout
-    for the convolutions (None: on a GPU only); compile: train through torch.compile (None: off).
+    for the convolutions (None: off); compile: train through torch.compile (None: off).
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     precision, channels_last, compile = speed._options(precision, channels_last, compile)
