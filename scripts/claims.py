@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import hashlib
 import json
@@ -207,6 +208,23 @@ def cache_executed(notebook: Path, executed: Path, seconds: float) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
+@contextlib.contextmanager
+def _locked():
+    """Hold _build/.claims.lock while writing the ledger and the execution cache (POSIX; elsewhere no lock)."""
+    PROFILE_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    with open(PROFILE_STAMP.parent / ".claims.lock", "a") as lock:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="these notebooks (default: every stale one)")
@@ -250,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         for future in concurrent.futures.as_completed(futures):
             notebook = futures[future]
             entry = future.result()
-            if entry["status"] == "ok":
-                cache_executed(notebook, Path(tmp) / f"{notebook.stem}.ipynb", entry["seconds"])
-            ledger = load_ledger()  # re-read: another `make claims` may have written meanwhile
-            ledger.setdefault(notebook.stem, {})[args.profile] = entry
-            LEDGER.write_text(json.dumps(ledger, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+            with _locked():  # another `make claims` may be writing the cache or the ledger at the same time
+                if entry["status"] == "ok":
+                    cache_executed(notebook, Path(tmp) / f"{notebook.stem}.ipynb", entry["seconds"])
+                ledger = load_ledger()
+                ledger.setdefault(notebook.stem, {})[args.profile] = entry
+                LEDGER.write_text(json.dumps(ledger, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
             held = sum(c["held"] for c in entry["claims"] if c["asserted"])
             asserted = sum(c["asserted"] for c in entry["claims"])
             print(
