@@ -106,12 +106,14 @@ def test_ci_run_uses_a_new_empty_data_cache(tmp_path):
     bin_dir, seen = tmp_path / "bin", tmp_path / "seen"
     bin_dir.mkdir()
     stand_in = bin_dir / "make"
-    stand_in.write_text(f'#!/bin/sh\necho "$* $BOOK_CACHE $(ls -A "$BOOK_CACHE" | wc -l)" > {seen}\n')
+    stand_in.write_text(f'#!/bin/sh\necho "$* $BOOK_CACHE $(ls -A "$BOOK_CACHE" | wc -l)" >> {seen}\n')
     stand_in.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BOOK_CACHE": str(tmp_path / "warm")}
     subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, check=True, timeout=30)
-    target, cache, entries = seen.read_text().split()
-    assert target == "test" and entries == "0"
+    calls = [line.split() for line in seen.read_text().splitlines()]
+    assert [target for target, _, _ in calls][-1] == "test", calls
+    assert {cache for _, cache, _ in calls} == {calls[0][1]} and calls[0][2] == "0", calls
+    cache = calls[0][1]
     assert cache != env["BOOK_CACHE"], "CI should not reuse a data cache"
     assert not Path(cache).exists(), "CI's data cache should be removed when the run ends"
     assert "set -euo pipefail" in (ROOT / ".ci" / "run").read_text()
