@@ -252,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(found) or f"every {args.profile} entry is current and every claim held")
         return 1 if found else 0
     # longest first (by the last recorded time), so that the slowest notebooks do not finish last
-    last = {p: ledger.get(p.stem, {}).get(args.profile, {}).get("seconds", 0) for p in chosen}
+    runtimes = json.loads((ROOT / "book" / "runtimes.json").read_text())
+    last = {
+        p: ledger.get(p.stem, {}).get(args.profile, {}).get("seconds")
+        or runtimes.get(p.stem, {}).get(args.profile, {}).get("seconds", 0)
+        for p in chosen
+    }
     chosen.sort(key=lambda p: -last[p])
     threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None
     print(f"running {len(chosen)} notebook(s) in the {args.profile} profile, {args.workers} at a time")
