@@ -4,7 +4,8 @@ Usage: python scripts/benchmark_fit.py torch|keras [--images N] [--size S] [--ep
 Prints images/second for the three and the ratios helpers/plain (target >= 0.97) and helpers/tuned. The tuned
 loop is what a careful engineer writes for the device at hand: PyTorch with the data resident on the device,
 `zero_grad(set_to_none=True)`, and on a GPU bfloat16 autocast and channels_last; Keras with a prefetching
-`tf.data` pipeline and, on a GPU, the mixed_bfloat16 policy and XLA. `fit` uses its automatic options (chapter 16).
+`tf.data` pipeline and, on a GPU, the mixed_bfloat16 policy and XLA. `fit` runs with its defaults (float32,
+no channels_last, no compilation, on every device): helpers/tuned measures what chapter 16's options buy.
 Not a timed test: the ratios are what matter, and all loops run interleaved on the same machine, so they share
 its noise.
 """

@@ -104,8 +104,8 @@ def test_a_notebook_uses_exactly_one_framework(notebook):
 
 @pytest.mark.parametrize("notebook", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
 def test_the_framework_loads_after_helpers(notebook):
-    """`helpers` sets TF_CPP_MIN_LOG_LEVEL and TF_ENABLE_ONEDNN_OPTS on import; a TensorFlow imported before it
-    prints its C++ logs into the notebook."""
+    """`helpers` sets TF_CPP_MIN_LOG_LEVEL on import and `helpers.keras` imports TensorFlow with its oneDNN notice
+    held back; a TensorFlow imported before them prints its C++ logs into the notebook."""
     lines = "\n".join(source(c) for c in cells(notebook, "code")).splitlines()
     first_helpers = next(i for i, line in enumerate(lines) if line.startswith("from helpers import"))
     early = [line for line in lines[:first_helpers] if re.match(r"(import|from) (keras|tensorflow)\b", line)]
