@@ -42,10 +42,12 @@ def claims_table(notebook: Path, ledger: dict, script) -> str:
         stale = script.problems(notebook, ledger, profile)
         asserted = [c for c in entry["claims"] if c["asserted"]]
         held = sum(c["held"] for c in asserted)
+        threads = entry.get("threads")
+        shared = f", {threads} thread(s), beside another notebook" if threads else ""
         state = "current" if not stale else "stale: " + "; ".join(s.split(": ", 1)[1] for s in stale)
         parts.append(
             f"<p>The <strong>{html.escape(profile)}</strong> profile, run by <code>make claims</code> on "
-            f"{html.escape(entry['date'])} ({html.escape(entry['device'])}, {entry['seconds']:.0f} s): "
+            f"{html.escape(entry['date'])} ({html.escape(entry['device'])}, {entry['seconds']:.0f} s{shared}): "
             f"{held} of {len(asserted)} claims held. Ledger entry {html.escape(state)}.</p>"
         )
         if not entry["claims"]:
