@@ -164,8 +164,10 @@ def run_one(notebook: Path, profile: str, threads: int | None, out_dir: Path) ->
         "claims": claims,
     }
     if done.returncode != 0:
-        tail = [line for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()][-6:]
-        entry["error"] = " | ".join(tail)[-800:]
+        lines = [line for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()]
+        # the exception's own line (nbclient puts a cell preview after a timeout's message), then the last lines
+        named = [line for line in lines if re.search(r"Error\b|Exception\b|timed out|ClaimFailed", line)][-2:]
+        entry["error"] = " | ".join(named + lines[-3:])[-800:]
     return entry
 
 
