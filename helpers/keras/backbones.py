@@ -30,11 +30,26 @@ def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -
     return throughput.median_seconds(run, repeats=repeats, warmup=1) / len(x)
 
 
+def _counting_cpu_allocator() -> str | None:
+    """The name "CPU:0" when TensorFlow's CPU allocator counts its bytes, else None.
+
+    With oneDNN's CPU kernels (TensorFlow's default on x86) large CPU buffers come from a pooling (BFC) allocator that
+    keeps freed memory for reuse and reports its own current and peak use. The pool is never handed back to the
+    system, so the process's resident memory cannot show a step's working memory once an earlier, larger step has
+    grown the pool; the allocator's own peak can. Without oneDNN there is no such count and no such pool.
+    """
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # "Allocator stats not available for device CPU:0"
+        return None
+    return "CPU:0"
+
+
 def step_memory(model: Model, train, batch_size: int = 32) -> float:
     """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, run eagerly as
-    PyTorch runs it, after a warm-up step. On a GPU: the peak of TensorFlow's allocator; on a CPU: the rise of the
-    process's peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored
-    afterwards."""
+    PyTorch runs it, after a warm-up step. On a GPU, and on a CPU with oneDNN's kernels (TensorFlow's default): the
+    rise of TensorFlow's allocator's peak above its current use. On a CPU without them: the rise of the process's
+    peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards."""
     batch_size = checks.count("batch_size", batch_size)
     x, y = checks.pair(train, "train")
     xb = tf.constant(checks.inputs(np.asarray(x[:batch_size]), None))
@@ -58,11 +73,12 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
         # Not on the whole batch: with oneDNN's CPU kernels (on by default) TensorFlow keeps a warm-up step's freed
         # buffers in its own pool, so a second step of the same size would raise the resident memory by ~0.
         step(xb[:1], yb[:1])
-        if device() == "cuda":
-            tf.config.experimental.reset_memory_stats("GPU:0")
-            base = tf.config.experimental.get_memory_info("GPU:0")["current"]
+        allocator = "GPU:0" if device() == "cuda" else _counting_cpu_allocator()
+        if allocator:
+            tf.config.experimental.reset_memory_stats(allocator)
+            base = tf.config.experimental.get_memory_info(allocator)["current"]
             step()
-            return (tf.config.experimental.get_memory_info("GPU:0")["peak"] - base) / 2**20
+            return (tf.config.experimental.get_memory_info(allocator)["peak"] - base) / 2**20
         return backbones.peak_memory_growth(step)
     finally:
         model.set_weights(saved)
