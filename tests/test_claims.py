@@ -32,42 +32,10 @@ def test_the_book_has_43_notebooks_and_each_chapter_a_module_entry():
                 assert (ROOT / "helpers" / framework / f"{stem}.py").exists(), (framework, stem)
 
 
-# Notebooks whose first cpu run had not finished when the session that built the ledger ended (2026-12-06): they
-# are owed a `make claims` run. This list only shrinks: the next test fails once one of them has a current entry.
-PENDING: dict[str, str] = {
-    "distillation_torch": "first cpu run not reached before the session ended",
-    "domain_adaptation_torch": "first cpu run not reached before the session ended",
-    "hyperparameter_search_torch": "first cpu run not reached before the session ended",
-    "peft_torch": "first cpu run not reached before the session ended",
-    "export_keras": "first cpu run not reached before the session ended",
-    "export_torch": "first cpu run not reached before the session ended",
-    "backbones_torch": "first cpu run not reached before the session ended",
-    "detection_torch": "its cpu run hit the 1,200 s cell timeout with five notebooks on 2 cores: rerun it alone",
-    "audio_keras": "first cpu run not reached before the session ended",
-    "audio_torch": "first cpu run not reached before the session ended",
-    "image_text_keras": "first cpu run not reached before the session ended",
-    "image_text_torch": "first cpu run not reached before the session ended",
-}
-
-
 def test_every_notebook_has_a_current_cpu_entry():
     ledger = ledger_script.load_ledger()
-    found = [
-        problem
-        for notebook in NOTEBOOKS
-        if notebook.stem not in PENDING
-        for problem in ledger_script.problems(notebook, ledger, "cpu")
-    ]
+    found = [problem for notebook in NOTEBOOKS for problem in ledger_script.problems(notebook, ledger, "cpu")]
     assert not found, "the claims ledger is not current; run `make claims`:\n" + "\n".join(found)
-
-
-def test_the_pending_list_only_shrinks():
-    ledger = ledger_script.load_ledger()
-    stems = {notebook.stem: notebook for notebook in NOTEBOOKS}
-    unknown = sorted(set(PENDING) - set(stems))
-    assert not unknown, f"PENDING names notebooks that do not exist: {unknown}"
-    done = [stem for stem in PENDING if not ledger_script.problems(stems[stem], ledger, "cpu")]
-    assert not done, f"these notebooks now have a current entry: remove them from PENDING: {done}"
 
 
 def test_no_notebook_hides_an_assert_behind_the_profile():
