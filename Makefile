@@ -11,7 +11,7 @@ WHEELS ?= _build/wheels
 REQ_HASH := $(shell sha256sum requirements.txt $(LOCK) pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean check lab
+.PHONY: help setup lock wheels data test unit notebooks nbval book lint benchmark record-runtimes clean check lab
 
 help:
 	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile),"
@@ -28,7 +28,8 @@ help:
 	@echo "make benchmark  helpers' fit versus a plain and a tuned training loop, throughput ratios"
 	@echo "make setup      create .venv from requirements.lock (every other target does this first)"
 	@echo "make unit       the unit tests alone (tests/, smoke profile)"
-	@echo "make notebooks  nbval over every notebook alone (smoke profile)"
+	@echo "make notebooks  write each chapter's two notebooks and its side-by-side tabs from its source (*.src.md)"
+	@echo "make nbval      nbval over every notebook alone (smoke profile)"
 	@echo "make record-runtimes  re-measure the notebooks' run times (book/runtimes.json)"
 	@echo "make clean      remove _build and the pytest and ruff caches (not .venv, not the data cache)"
 	@echo "helper targets: speech-setup (flite), browser-setup (chromium), html-unexecuted (make test's HTML)"
@@ -88,7 +89,12 @@ check: lint unit
 lab: data
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
-notebooks: data
+# Each chapter is written once, in book/NN_slug/<stem>.src.md; this writes its <stem>_torch.ipynb, <stem>_keras.ipynb
+# and differences.md (scripts/chapters.py; tests/test_chapters.py fails when a committed one differs). A few seconds.
+notebooks: setup
+	$(PY) scripts/chapters.py
+
+nbval: data
 	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) book
 
 test: data lint html-unexecuted browser-setup

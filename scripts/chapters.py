@@ -114,10 +114,23 @@ def read_chapter(path: Path, text: str | None = None) -> Chapter:
         if name not in FRAMEWORKS:
             raise SourceError(f"{path}: framework_metadata: {name!r} is not one of {', '.join(FRAMEWORKS)}")
     chapter = Chapter(path, metadata, per_framework)
+    text_lines = text.splitlines()
     for index, cell in enumerate(nb.cells):
-        chapter.cells.append(_cell(path, cell, lines[index] + 1))
+        chapter.cells.append(_cell(path, cell, _first_line(cell.cell_type, lines[index], text_lines)))
     _check_ids(chapter)
     return chapter
+
+
+def _first_line(kind: str, mapped: int, text_lines: list[str]) -> int:
+    """The 1-based line that starts a cell: a code cell's ```{code-cell} line, a markdown cell's `+++` line (where
+    its metadata is) or else its first line of text. `mapped` is jupytext's source map entry for the cell."""
+    if kind == "code":
+        return mapped
+    if mapped > 0 and text_lines[mapped - 1].startswith("+++"):
+        return mapped
+    while mapped < len(text_lines) and not text_lines[mapped].strip():
+        mapped += 1
+    return mapped + 1
 
 
 def _cell(path: Path, cell, line: int) -> Cell:
@@ -433,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             if current == text:
                 continue
             if args.check:
-                stale.append(str(target.relative_to(ROOT)))
+                stale.append(str(target.relative_to(ROOT) if target.is_relative_to(ROOT) else target))
             else:
                 target.write_text(text, encoding="utf-8")
                 written += 1
