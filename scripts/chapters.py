@@ -294,10 +294,31 @@ def runs(chapter: Chapter) -> list[Run]:
                 current = Run(here, {framework: [] for framework in FRAMEWORKS})
                 found.append(current)
             current.cells[cell.framework].append(cell)
-        headings = HEADING.findall(cell.source) if cell.kind == "markdown" else []
+        headings = _headings(cell.source) if cell.kind == "markdown" else []
         for framework in frameworks:
             section[framework] = _title(*headings[-1]) if headings else section[framework]
     return found
+
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def _outside_fences(text: str) -> list[tuple[bool, str]]:
+    """Each line of markdown with whether it is prose (True) or inside a fenced code block."""
+    marks, lines = None, []
+    for line in text.splitlines():
+        fence_mark = FENCE.match(line)
+        if fence_mark and (marks is None or fence_mark.group(1).startswith(marks)):
+            marks = fence_mark.group(1) if marks is None else None
+            lines.append((False, line))
+        else:
+            lines.append((marks is None, line))
+    return lines
+
+
+def _headings(text: str) -> list[tuple[str, str]]:
+    """The (hashes, title) of every heading of a markdown text, not counting `# comments` in code blocks."""
+    return [m.groups() for prose, line in _outside_fences(text) if prose and (m := HEADING.match(line))]
 
 
 def _title(hashes: str, text: str) -> str:
@@ -355,7 +376,10 @@ def _prose(text: str) -> str:
     if CLASHES.search(text) or set(DIRECTIVE.findall(text)) - SAFE_DIRECTIVES:
         marks = fence(text, "`")
         return f"{marks}markdown\n{text}\n{marks}"
-    return HEADING.sub(lambda m: f"**{TITLE_SUFFIX.sub('', m.group(2))}**", text)
+    return "\n".join(
+        f"**{TITLE_SUFFIX.sub('', m.group(2))}**" if prose and (m := HEADING.match(line)) else line
+        for prose, line in _outside_fences(text)
+    )
 
 
 def _code(text: str) -> str:

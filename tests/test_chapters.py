@@ -280,3 +280,23 @@ def test_check_mode_fails_on_a_hand_edited_notebook(tmp_path, capsys):
     notebook.write_text(notebook.read_text(encoding="utf-8").replace("Plain prose.", "Edited by hand."))
     assert chapters.main(["--check", str(folder)]) == 1
     assert "toy_keras.ipynb" in capsys.readouterr().err
+
+
+def test_a_comment_in_a_code_block_of_prose_is_not_a_heading(tmp_path):
+    body = """
++++ {"framework": "torch"}
+
+Written out:
+
+```python
+# not a heading
+x = 1
+```
+
++++ {"framework": "keras"}
+
+Written out in Keras.
+"""
+    text = chapters.fragment(chapters.read_chapter(toy(tmp_path, body)))
+    assert re.findall(r"^### (.+)$", text, re.M) == [chapters.OPENING, "Training"]
+    assert "```python\n# not a heading\nx = 1\n```" in text
