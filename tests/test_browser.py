@@ -151,7 +151,7 @@ def browser():
     except ImportError:
         pytest.fail("Playwright is not installed: run `make setup` (requirements.txt pins playwright).")
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (or `make browser-setup`).")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (or `make system-packages`).")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM)
         yield chromium
