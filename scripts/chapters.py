@@ -10,14 +10,34 @@ one framework:
     model.train()
     ```
 
+A shared markdown cell that differs between the notebooks in a few lines holds framework blocks. A line
+`<!-- torch -->` (or `<!-- keras -->`) starts lines for that notebook only, up to the next marker line;
+`<!-- both -->` returns to lines for both. The marker lines never reach a notebook:
+
+    # Evaluating a fine-tuned model            (shared)
+    <!-- torch -->
+    - write the loop with `zero_grad`/`backward`/`step`;
+    <!-- keras -->
+    - `compile` and `fit`, recompiling after unfreezing;
+    <!-- both -->
+    - compare with the helper.                  (shared)
+
+A line holding only a one-word HTML comment is a marker: any word but torch, keras and both is an error, and so is a
+block still open at the end of its cell, a `<!-- both -->` with no block open, and a marker in a markdown cell
+already marked for one framework. Inside a fenced code block (``` or ~~~) and in code cells the lines are plain text.
+Code that differs stays in cells of its own (`python scripts/twins_to_source.py merge-prose` merges prose pairs).
+
 From `<stem>.src.md` this script writes, next to it:
 - `<stem>_torch.ipynb` and `<stem>_keras.ipynb`: the cells of each framework, in source order, without outputs, with
   the notebook metadata of the source's front matter (kernelspec, language_info; `framework_metadata: {keras: ...}`
   overrides it for one notebook). `torch_id` / `keras_id` in a cell's metadata give its id in that notebook; a cell
   without one gets an id derived from its text, so regenerating never changes ids.
-- `differences.md`: every run of framework-specific cells, PyTorch | Keras, in sphinx-design tabs of the sync group
-  `framework`, under the heading of the notebook section it comes from. The chapter's `index.md` includes it.
-  Code is shown as code blocks (jupyter-book does not execute code inside a tab-set); prose is rendered.
+- `differences.md`: every run of framework-specific cells, and the blocks of each shared markdown cell (only the
+  blocks, inside the exercise or solution they are in), PyTorch | Keras, in sphinx-design tabs of the sync group
+  `framework`, under the heading of the notebook section it comes from (read in each notebook's text, so a heading
+  inside a block counts). The chapter's `index.md` includes it. Code is shown as code blocks (jupyter-book does not
+  execute code inside a tab-set); prose is rendered. Pairs of cells or blocks that differ only in the framework's
+  name are counted, not shown.
 
 Before writing, each notebook's code is checked for the other framework (`import torch`, `torch.` in a Keras
 notebook; `keras.`, `tf.` in a PyTorch one): a cell marked for the wrong framework, or left shared, fails.
@@ -25,6 +45,7 @@ notebook; `keras.`, `tf.` in a PyTorch one): a cell marked for the wrong framewo
     python scripts/chapters.py            # write every chapter's notebooks and fragment (`make notebooks`)
     python scripts/chapters.py --check    # write nothing; fail if a committed file differs from its source
     python scripts/chapters.py book/02_feature_extraction   # only these chapters
+    python scripts/chapters.py --stats    # write nothing; each source's size, cells and lines kept twice
 
 The generated files are committed (launch links, nbval, the claims ledger and `make lab` read them as they are);
 tests/test_chapters.py fails when one differs from what its source generates. Never edit them by hand.
@@ -33,6 +54,7 @@ tests/test_chapters.py fails when one differs from what its source generates. Ne
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import io
 import json
@@ -66,6 +88,21 @@ class Cell:
     ids: dict[str, str]  # framework -> cell id in that notebook (may be empty)
     metadata: dict  # what goes into the notebook cell's metadata
     line: int  # where the cell starts in the source file (1-based)
+    texts: dict[str, str] = field(default_factory=dict)  # framework -> its text, where blocks make them differ
+    differences: list[Difference] = field(default_factory=list)  # the blocks of a shared markdown cell
+
+    def text(self, framework: str) -> str:
+        """The cell's text in one framework's notebook: its shared lines and that framework's blocks."""
+        return self.texts.get(framework, self.source)
+
+
+@dataclass
+class Difference:
+    """A stretch of framework blocks in a shared markdown cell, from its first marker to `<!-- both -->`."""
+
+    lines: dict[str, list[str]]  # framework -> its lines here (empty: that notebook has nothing here)
+    start: dict[str, int]  # framework -> where they start among the lines of that framework's text (0-based)
+    line: int  # the source line of the opening marker
 
 
 @dataclass
@@ -116,7 +153,7 @@ def read_chapter(path: Path, text: str | None = None) -> Chapter:
     chapter = Chapter(path, metadata, per_framework)
     text_lines = text.splitlines()
     for index, cell in enumerate(nb.cells):
-        chapter.cells.append(_cell(path, cell, _first_line(cell.cell_type, lines[index], text_lines)))
+        chapter.cells.append(_cell(path, cell, _first_line(cell.cell_type, lines[index], text_lines), text_lines))
     _check_ids(chapter)
     return chapter
 
@@ -133,7 +170,7 @@ def _first_line(kind: str, mapped: int, text_lines: list[str]) -> int:
     return mapped + 1
 
 
-def _cell(path: Path, cell, line: int) -> Cell:
+def _cell(path: Path, cell, line: int, lines: list[str]) -> Cell:
     where = f"{path.name}, line {line} ({cell.cell_type} cell)"
     if cell.cell_type not in ("code", "markdown"):
         raise SourceError(f"{where}: only code and markdown cells are supported, not {cell.cell_type}")
@@ -148,7 +185,77 @@ def _cell(path: Path, cell, line: int) -> Cell:
     wrong = [ID_KEYS[name] for name in ids if framework not in (None, name)]
     if wrong:
         raise SourceError(f"{where}: a {framework}-only cell cannot carry {', '.join(wrong)}")
-    return Cell(cell.cell_type, cell.source, framework, ids, metadata, line)
+    made = Cell(cell.cell_type, cell.source, framework, ids, metadata, line)
+    if cell.cell_type == "markdown":
+        made.texts, made.differences = expand(cell.source, framework, path.name, _text_line(cell.source, line, lines))
+    return made
+
+
+def _text_line(source: str, line: int, lines: list[str]) -> int:
+    """The 1-based source line of a markdown cell's first line of text (the cell starts at `line`)."""
+    first, n = source.split("\n")[0], line - 1
+    while n < len(lines) and lines[n] != first:
+        n += 1
+    return n + 1 if n < len(lines) else line
+
+
+# ----------------------------------------------------------------------------- framework blocks in shared prose
+
+MARKER = re.compile(r"^\s*<!--\s*([A-Za-z]+)\s*-->\s*$")  # a line holding only a one-word HTML comment
+SHARED = "both"
+
+
+def expand(source: str, framework: str | None, name: str, first_line: int) -> tuple[dict[str, str], list[Difference]]:
+    """Each framework's text of a markdown cell, and its blocks: `<!-- torch -->` or `<!-- keras -->` on a line of its
+    own starts lines for that notebook only, up to the next marker line; `<!-- both -->` returns to shared lines.
+
+    Marker lines never reach a notebook; inside a fenced code block (``` or ~~~) they are plain text. `framework` is
+    the cell's own marker (blocks are refused in a cell already for one notebook); `name` and `first_line` (the
+    source line of the cell's first line) place the errors. Returns ({}, []) for a cell without markers.
+    """
+    lines = source.split("\n")
+    texts: dict[str, list[str]] = {fw: [] for fw in FRAMEWORKS}
+    differences: list[Difference] = []
+    current: str | None = None  # the framework whose block is open
+    for n, (prose, line) in enumerate(_outside_fences(lines)):
+        marker = MARKER.match(line) if prose else None
+        if marker is None:
+            for fw in [current] if current else FRAMEWORKS:
+                texts[fw].append(line)
+                if current:
+                    differences[-1].lines[fw].append(line)
+            continue
+        word, where = marker.group(1), f"{name}, line {first_line + n}"
+        if word not in (*FRAMEWORKS, SHARED):
+            raise SourceError(
+                f"{where}: unknown marker <!-- {word} -->; expected <!-- torch -->, <!-- keras --> or <!-- both --> "
+                "(a line holding only a one-word HTML comment is a framework marker)"
+            )
+        if framework is not None:
+            raise SourceError(
+                f"{where}: <!-- {word} --> in a markdown cell marked `framework: {framework}`; framework blocks go "
+                "in a shared markdown cell: drop the marker, or drop `framework` from the cell's +++ line"
+            )
+        if word == SHARED:
+            if current is None:
+                raise SourceError(
+                    f"{where}: <!-- both --> closes a framework block, but none is open; remove it, or open one "
+                    "with <!-- torch --> or <!-- keras --> above it"
+                )
+            current = None
+            continue
+        if current is None:
+            start = {fw: len(texts[fw]) for fw in FRAMEWORKS}
+            differences.append(Difference({fw: [] for fw in FRAMEWORKS}, start, first_line + n))
+        current = word
+    if current is not None:
+        raise SourceError(
+            f"{name}, line {differences[-1].line}: the framework block opened here is still open (<!-- {current} -->) "
+            f"at the end of its cell (line {first_line + len(lines) - 1}); close it with a line <!-- both -->"
+        )
+    if not differences:
+        return {}, []
+    return {fw: "\n".join(text) for fw, text in texts.items()}, differences
 
 
 def _check_ids(chapter: Chapter) -> None:
@@ -181,8 +288,9 @@ def notebook(chapter: Chapter, framework: str) -> dict:
     """The notebook of one framework, as nbformat 4.5 JSON data (no outputs)."""
     cells, used = [], {cell.ids[framework] for cell in chapter.cells if framework in cell.ids}
     for cell in cells_for(chapter, framework):
-        cell_id = cell.ids.get(framework) or _derived_id(framework, cell.source, used)
-        entry = {"cell_type": cell.kind, "id": cell_id, "metadata": cell.metadata, "source": _lines(cell.source)}
+        text = cell.text(framework)
+        cell_id = cell.ids.get(framework) or _derived_id(framework, text, used)
+        entry = {"cell_type": cell.kind, "id": cell_id, "metadata": cell.metadata, "source": _lines(text)}
         if cell.kind == "code":
             entry.update(execution_count=None, outputs=[])
         cells.append(entry)
@@ -268,45 +376,94 @@ OPENING = "Title, objectives and set-up"
 
 @dataclass
 class Run:
-    """Consecutive framework-specific cells in one notebook section: what one tab-set shows."""
+    """Consecutive framework-specific cells in one notebook section, or the blocks of one shared markdown cell in one
+    section: what one tab-set shows."""
 
     section: str  # the heading of the notebook section they are in
-    cells: dict[str, list[Cell]]  # framework -> its cells, in order
+    cells: dict[str, list[Cell]]  # framework -> its cells (for blocks: one markdown cell per block), in order
+    blocks: bool = False  # from the framework blocks of a shared markdown cell
 
 
 def runs(chapter: Chapter) -> list[Run]:
-    """Every stretch of framework-specific cells, cut where a section starts, with the section's heading.
+    """Every stretch of framework-specific cells, cut where a section starts, with the section's heading; and the
+    framework blocks of each shared markdown cell, with the heading of the section each stretch of them is in.
 
-    Each cell's section is read in its own notebook (the headings of the two notebooks are the same), so a pair of
-    cells that opens a section starts a new tab-set under that section's heading.
+    Each cell's section is read in its own notebook, from its text there (the headings of the two notebooks are the
+    same, and a heading inside a block counts), so a pair of cells that opens a section starts a new tab-set under
+    that section's heading, and so does a block that starts with a heading. Framework-specific cells right after a
+    cell that ends in blocks join its last tab-set (a paragraph and the code it introduces stay together).
     """
     found: list[Run] = []
     current: Run | None = None
     section = {framework: "" for framework in FRAMEWORKS}
     for cell in chapter.cells:
         frameworks = [cell.framework] if cell.framework else list(FRAMEWORKS)
-        opening = HEADING.match(cell.source) if cell.kind == "markdown" else None
-        here = _title(opening.group(1), opening.group(2)) if opening else section[frameworks[0]]
-        if cell.framework is None:
+        if cell.differences:
             current = None
+            for difference in cell.differences:
+                framework = next((fw for fw in FRAMEWORKS if difference.lines[fw]), FRAMEWORKS[0])
+                here = _section_at(cell.text(framework), difference.start[framework] + 1) or section[framework]
+                if current is None or here != current.section:
+                    current = Run(here, {fw: [] for fw in FRAMEWORKS}, blocks=True)
+                    found.append(current)
+                for fw in FRAMEWORKS:
+                    text = "\n".join(difference.lines[fw]).strip("\n")
+                    if text.strip():
+                        text = _in_context(cell.text(fw).split("\n")[: difference.start[fw]], text)
+                        current.cells[fw].append(Cell("markdown", text, fw, {}, {}, difference.line))
+            if not _ends_in_blocks(cell.source):
+                current = None  # shared lines follow the last block: the cells after it are another tab-set
         else:
-            if current is None or (here != current.section and current.cells[cell.framework]):
-                current = Run(here, {framework: [] for framework in FRAMEWORKS})
-                found.append(current)
-            current.cells[cell.framework].append(cell)
-        headings = _headings(cell.source) if cell.kind == "markdown" else []
+            opening = HEADING.match(cell.source) if cell.kind == "markdown" else None
+            here = _title(opening.group(1), opening.group(2)) if opening else section[frameworks[0]]
+            if cell.framework is None:
+                current = None
+            else:
+                if current is None or (here != current.section and current.cells[cell.framework]):
+                    current = Run(here, {framework: [] for framework in FRAMEWORKS})
+                    found.append(current)
+                current.cells[cell.framework].append(cell)
+                current.blocks = False
         for framework in frameworks:
+            headings = _headings(cell.text(framework)) if cell.kind == "markdown" else []
             section[framework] = _title(*headings[-1]) if headings else section[framework]
     return found
+
+
+def _in_context(before: list[str], text: str) -> str:
+    """A block's text inside the `:::{directive}`s still open where it starts (`before`: the lines above it), so that
+    a block in an exercise or its solution reads as one in the tab, and the tab's MyST stays valid."""
+    openers: list[str] = []
+    for prose, line in _outside_fences(before):
+        if prose and COLON_OPEN.match(line):
+            openers.append(line)
+        elif prose and COLON_CLOSE.match(line) and openers:
+            openers.pop()
+    if not openers:
+        return text
+    closers = [COLON_OPEN.match(line).group(1) for line in reversed(openers)]
+    return "\n".join([*openers, "", text, *closers])
+
+
+def _ends_in_blocks(source: str) -> bool:
+    """Whether a markdown cell's last line is the `<!-- both -->` that closes its last block (nothing shared after)."""
+    last = source.rstrip().rsplit("\n", 1)[-1]
+    return bool((marker := MARKER.match(last)) and marker.group(1) == SHARED)
+
+
+def _section_at(text: str, end: int) -> str | None:
+    """The section that the first `end` lines of a markdown text end in, if a heading among them starts one."""
+    headings = _headings(text.split("\n")[:end])
+    return _title(*headings[-1]) if headings else None
 
 
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 
 
-def _outside_fences(text: str) -> list[tuple[bool, str]]:
-    """Each line of markdown with whether it is prose (True) or inside a fenced code block."""
+def _outside_fences(text: str | list[str]) -> list[tuple[bool, str]]:
+    """Each line of markdown (a text, or its lines) with whether it is prose (True) or in a fenced code block."""
     marks, lines = None, []
-    for line in text.splitlines():
+    for line in text.splitlines() if isinstance(text, str) else text:
         fence_mark = FENCE.match(line)
         if fence_mark and (marks is None or fence_mark.group(1).startswith(marks)):
             marks = fence_mark.group(1) if marks is None else None
@@ -316,8 +473,8 @@ def _outside_fences(text: str) -> list[tuple[bool, str]]:
     return lines
 
 
-def _headings(text: str) -> list[tuple[str, str]]:
-    """The (hashes, title) of every heading of a markdown text, not counting `# comments` in code blocks."""
+def _headings(text: str | list[str]) -> list[tuple[str, str]]:
+    """The (hashes, title) of every heading of a markdown text (or lines), not counting `# comments` in code blocks."""
     return [m.groups() for prose, line in _outside_fences(text) if prose and (m := HEADING.match(line))]
 
 
@@ -373,13 +530,34 @@ def _prose(text: str) -> str:
     text = EXERCISE_OPTION.sub(
         "", SOLUTION.sub(r"\1{dropdown} Solution", EXERCISE.sub(r"\1{admonition} Exercise", text))
     )
-    if CLASHES.search(text) or set(DIRECTIVE.findall(text)) - SAFE_DIRECTIVES:
+    text = re.sub(r"^(:{3,}\{(?:admonition|dropdown)\}.*\n)\n+", r"\1\n", text.strip("\n"), flags=re.M)
+    if CLASHES.search(text) or set(DIRECTIVE.findall(text)) - SAFE_DIRECTIVES or not _balanced(text):
         marks = fence(text, "`")
         return f"{marks}markdown\n{text}\n{marks}"
     return "\n".join(
         f"**{TITLE_SUFFIX.sub('', m.group(2))}**" if prose and (m := HEADING.match(line)) else line
         for prose, line in _outside_fences(text)
     )
+
+
+COLON_OPEN = re.compile(r"^\s*(:{3,})\{[\w-]+\}")
+COLON_CLOSE = re.compile(r"^\s*(:{3,})\s*$")
+
+
+def _balanced(text: str) -> bool:
+    """Whether every `:::{directive}` in a text is closed in it, and nothing closes what it did not open: a block cut
+    out of a shared cell may hold only one end of an exercise, and would then break the page if rendered."""
+    open_marks: list[str] = []
+    for prose, line in _outside_fences(text):
+        if not prose:
+            continue
+        if opening := COLON_OPEN.match(line):
+            open_marks.append(opening.group(1))
+        elif closing := COLON_CLOSE.match(line):
+            if not open_marks or open_marks[-1] != closing.group(1):
+                return False
+            open_marks.pop()
+    return not open_marks
 
 
 def _code(text: str) -> str:
@@ -396,6 +574,8 @@ def tab_set(run: Run, other_missing: str) -> str:
             parts[0] = _prose(HEADING.sub("", cells[0].source, count=1).lstrip("\n"))  # the heading is above the tabs
         parts = [part for part in parts if part.strip()]
         other = LABELS["keras" if framework == "torch" else "torch"]
+        if run.blocks:
+            other_missing = "*The {this} notebook has nothing here; the {other} notebook has these lines.*"
         bodies[framework] = "\n\n".join(parts) or other_missing.format(this=LABELS[framework], other=other)
     item = fence("\n".join(bodies.values()), ":", 4)
     outer = ":" * (len(item) + 1)
@@ -430,10 +610,64 @@ def fragment(chapter: Chapter) -> str:
     if hidden:
         parts += [
             "",
-            f"Not shown: {hidden} pair{'s' if hidden > 1 else ''} of cells that differ only in the framework's name "
-            "(the title, exercise labels, notebook names).",
+            f"Not shown: {hidden} pair{'s' if hidden > 1 else ''} of cells or passages that differ only in the "
+            "framework's name (the title, exercise labels, notebook names).",
         ]
     return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- how much is still written twice
+
+
+def kept_twice(chapter: Chapter) -> int:
+    """The lines kept twice: how many lines of the chapter's PyTorch-only text difflib matches (SequenceMatcher over
+    whole lines, autojunk off, blank lines included) in its Keras-only text. A framework's only-text is, in source
+    order, the lines of every cell marked for it and of every block for it in a shared markdown cell."""
+    only: dict[str, list[str]] = {fw: [] for fw in FRAMEWORKS}
+    for cell in chapter.cells:
+        if cell.framework:
+            only[cell.framework] += cell.source.split("\n")
+        for difference in cell.differences:
+            for fw in FRAMEWORKS:
+                only[fw] += difference.lines[fw]
+    matcher = difflib.SequenceMatcher(None, only["torch"], only["keras"], autojunk=False)
+    return sum(block.size for block in matcher.get_matching_blocks())
+
+
+def statistics(path: Path) -> dict[str, int | str]:
+    """One chapter source's size and how much of it is framework-specific (`chapters.py --stats`)."""
+    import jupytext
+
+    text = path.read_text(encoding="utf-8")
+    chapter = read_chapter(path, text)
+    nb = jupytext.reads(text, fmt="md:myst")
+    with_ids = len(jupytext.writes(nb, fmt="md:myst").splitlines())
+    for cell in nb.cells:
+        for key in ID_KEYS.values():
+            cell.metadata.pop(key, None)
+    without_ids = len(jupytext.writes(nb, fmt="md:myst").splitlines())
+    cells = chapter.cells
+    return {
+        "chapter": path.parent.name,
+        "source lines": len(text.splitlines()),
+        "without id lines": len(text.splitlines()) - (with_ids - without_ids),
+        "shared cells": sum(cell.framework is None for cell in cells),
+        "code pairs": sum(
+            a.kind == b.kind == "code" and (a.framework, b.framework) == FRAMEWORKS for a, b in zip(cells, cells[1:])
+        ),
+        "one-framework markdown cells": sum(cell.kind == "markdown" and cell.framework is not None for cell in cells),
+        "markdown cells with blocks": sum(bool(cell.differences) for cell in cells),
+        "lines kept twice": kept_twice(chapter),
+    }
+
+
+def statistics_table(paths: list[Path]) -> str:
+    rows = [statistics(path) for path in paths]
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines.append("| total | " + " | ".join(str(sum(row[c] for row in rows)) for c in columns[1:]) + " |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -453,11 +687,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="*", help="chapter folders or sources (default: every chapter)")
     parser.add_argument("--check", action="store_true", help="write nothing; fail if a generated file differs")
+    parser.add_argument("--stats", action="store_true", help="write nothing; print each source's statistics")
     args = parser.parse_args(argv)
     paths = sources(args.chapters)
     if not paths:
         print(f"no chapter sources (*{SUFFIX}) found", file=sys.stderr)
         return 1
+    if args.stats:
+        print(statistics_table(paths))
+        return 0
     failed, stale, written = [], [], 0
     for path in paths:
         try:

@@ -300,3 +300,234 @@ Written out in Keras.
     text = chapters.fragment(chapters.read_chapter(toy(tmp_path, body)))
     assert re.findall(r"^### (.+)$", text, re.M) == [chapters.OPENING, "Training"]
     assert "```python\n# not a heading\nx = 1\n```" in text
+
+
+# ----------------------------------------------------------------------------- framework blocks in shared prose
+
+BLOCKS = """
++++ {"torch_id": "intro-t", "keras_id": "intro-k"}
+
+**Objectives**
+- load the data;
+<!-- torch -->
+- write the loop with `zero_grad`/`backward`/`step`;
+<!-- keras -->
+- `compile` and `fit`;
+- recompile after unfreezing;
+<!-- both -->
+- compare with the helper.
+
+<!-- keras -->
+Keras also traces the step.
+
+<!-- both -->
+```python
+<!-- torch -->
+print("a fenced marker is text")
+```
+"""
+
+
+def _markdown(nb: dict) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def test_blocks_in_a_shared_markdown_cell_go_to_their_notebook_only(tmp_path):
+    chapter = chapters.read_chapter(toy(tmp_path, BLOCKS))
+    texts = {fw: _markdown(chapters.notebook(chapter, fw))[-1] for fw in chapters.FRAMEWORKS}
+    fenced = '```python\n<!-- torch -->\nprint("a fenced marker is text")\n```'
+    assert texts["torch"] == (
+        "**Objectives**\n- load the data;\n- write the loop with `zero_grad`/`backward`/`step`;\n"
+        "- compare with the helper.\n\n" + fenced
+    )
+    assert texts["keras"] == (
+        "**Objectives**\n- load the data;\n- `compile` and `fit`;\n- recompile after unfreezing;\n"
+        "- compare with the helper.\n\nKeras also traces the step.\n\n" + fenced
+    )
+    cell = chapter.cells[-1]
+    assert cell.framework is None and len(cell.differences) == 2
+    assert cell.differences[0].line == 38, "a block knows the source line of its first marker"
+    assert [c["id"] for c in chapters.notebook(chapter, "keras")["cells"]][-1] == "intro-k"
+    assert chapters.kept_twice(chapter) == 0, "no line is in both a PyTorch-only and a Keras-only part"
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "wrong", "fix"),
+    [
+        (
+            "\nShared.\n<!-- torch -->\nOnly PyTorch.\n",
+            35,
+            "still open (<!-- torch -->) at the end of its cell (line 36)",
+            "close it with a line <!-- both -->",
+        ),
+        (
+            "\nShared.\n<!-- pytorch -->\nOnly PyTorch.\n<!-- both -->\n",
+            35,
+            "unknown marker <!-- pytorch -->",
+            "expected <!-- torch -->, <!-- keras --> or <!-- both -->",
+        ),
+        (
+            "\nShared.\n<!-- both -->\n",
+            35,
+            "<!-- both --> closes a framework block, but none is open",
+            "remove it",
+        ),
+        (
+            '\n+++ {"framework": "keras"}\n\nKeras.\n<!-- torch -->\nPyTorch.\n<!-- both -->\n',
+            37,
+            "in a markdown cell marked `framework: keras`",
+            "drop `framework` from the cell's +++ line",
+        ),
+    ],
+    ids=["left-open", "unknown-marker", "both-without-block", "block-in-a-marked-cell"],
+)
+def test_a_wrong_framework_block_gives_one_clear_error(tmp_path, body, line, wrong, fix):
+    with pytest.raises(chapters.SourceError) as error:
+        chapters.read_chapter(toy(tmp_path, body))
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"toy{chapters.SUFFIX}, line {line}: "), message
+    assert wrong in message and fix in message, message
+
+
+def test_markers_in_a_code_cell_or_a_fenced_block_are_text(tmp_path):
+    body = '\n```{code-cell}\nhtml = """\n<!-- torch -->\n"""\n```\n\n~~~\n<!-- pytorch -->\n~~~\n'
+    chapter = chapters.read_chapter(toy(tmp_path, body))
+    for framework in chapters.FRAMEWORKS:
+        nb = chapters.notebook(chapter, framework)
+        assert "".join(nb["cells"][-2]["source"]) == 'html = """\n<!-- torch -->\n"""'
+        assert _markdown(nb)[-1] == "~~~\n<!-- pytorch -->\n~~~"
+    assert not any(cell.differences for cell in chapter.cells)
+
+
+def test_the_fragment_shows_only_the_differing_blocks(tmp_path):
+    body = """
+## Export
+
++++ {"torch_id": "ex-t", "keras_id": "ex-k"}
+
+<!-- torch -->
+Save with `torch.save`.
+<!-- keras -->
+Save with `model.save`.
+<!-- both -->
+Both notebooks then reload the file.
+
+### Reloading
+
+Reload it.
+<!-- torch -->
+See `notebook_torch`.
+<!-- keras -->
+See `notebook_keras`.
+<!-- both -->
+
+:::{exercise}
+<!-- torch -->
+:label: ex-toy-torch-1
+<!-- keras -->
+:label: ex-toy-keras-1
+<!-- both -->
+
+Same question.
+:::
+
+:::{solution} ex-toy-torch-1
+:class: dropdown
+
+<!-- torch -->
+Call `torch.load`.
+<!-- keras -->
+Call `keras.saving.load_model`.
+<!-- both -->
+:::
+"""
+    text = chapters.fragment(chapters.read_chapter(toy(tmp_path, body)))
+    export = text.split("### Export")[1].split("### Reloading")[0]
+    assert "Save with `torch.save`." in export and "Save with `model.save`." in export
+    assert "reload the file" not in text, "shared lines stay out of the tabs"
+    assert re.findall(r"^### (.+)$", text, re.M) == [chapters.OPENING, "Export", "Reloading"]
+    reloading = text.split("### Reloading")[1]
+    assert "notebook_torch" not in text and "ex-toy" not in text and "Same question" not in text
+    assert "Not shown: 3 pairs" in text  # the title cells, the notebook names, the exercise label
+    assert ":::{dropdown} Solution\n\nCall `torch.load`.\n:::" in reloading, "a block in a solution stays in one"
+    assert reloading.count("{tab-set}") == 1
+
+
+def _pair_source(tmp_path: Path, keras_metadata: str = "") -> Path:
+    body = f"""
++++ {{"framework": "torch", "torch_id": "p-t"}}
+
+## Saving
+
+Write the weights with `torch.save`.
+
+Then reload them.
+
++++ {{"framework": "keras", "keras_id": "p-k"{keras_metadata}}}
+
+## Saving
+
+Write the weights with `model.save_weights`.
+
+Then reload them.
+"""
+    return toy(tmp_path, body)
+
+
+def test_merging_prose_gives_one_cell_and_the_same_notebooks(tmp_path):
+    import twins_to_source
+
+    path = _pair_source(tmp_path)
+    chapter = chapters.read_chapter(path)
+    before = {fw: chapters.dumps(chapters.notebook(chapter, fw)) for fw in chapters.FRAMEWORKS}
+    assert chapters.kept_twice(chapter) == 4  # `## Saving`, two blank lines, `Then reload them.`
+    report = twins_to_source.merge_prose(path)
+    assert report["merged"] == 1 and report["refused"] == []  # the title pair shares no line: left as it is
+    text = path.read_text(encoding="utf-8")
+    assert (
+        '+++ {"torch_id": "p-t", "keras_id": "p-k"}\n\n## Saving\n\n<!-- torch -->\n'
+        "Write the weights with `torch.save`.\n<!-- keras -->\nWrite the weights with `model.save_weights`.\n"
+        "<!-- both -->\n\nThen reload them.\n"
+    ) in text
+    assert "<!-- torch -->" in text.split("jupytext:")[0], "the front matter's comment explains the blocks"
+    after = chapters.read_chapter(path)
+    assert {fw: chapters.dumps(chapters.notebook(after, fw)) for fw in chapters.FRAMEWORKS} == before
+    assert chapters.kept_twice(after) == 0
+    assert twins_to_source.merge_prose(path)["merged"] == 0
+
+
+def test_merging_prose_leaves_a_pair_with_different_metadata(tmp_path):
+    import twins_to_source
+
+    path = _pair_source(tmp_path, keras_metadata=', "tags": ["hide"]')
+    report = twins_to_source.merge_prose(path)
+    assert report["merged"] == 0 and len(report["refused"]) == 1 and "metadata differs" in report["refused"][0]
+    assert "Write the weights with `torch.save`.\n\nThen reload them." in path.read_text(encoding="utf-8")
+
+
+def test_with_blocks_keeps_blank_lines_and_final_newlines():
+    import twins_to_source
+
+    for a, b in [
+        ("A\n\nB\n\nC", "A\n\nX\n\nY\n\nC"),
+        ("A\nB\n", "A\nC"),
+        ("\n\nA\nB", "\nA\nC\n"),
+        ("A\n```\nx\n```", "A\n```\ny\n```"),
+    ]:
+        merged = twins_to_source.with_blocks(a, b)
+        assert chapters.expand(merged, None, "toy", 1)[0] == {"torch": a, "keras": b}, merged
+    assert twins_to_source.with_blocks("A\n```\nx\n```", "A\n```\ny\n```").count("<!--") == 3, "fences stay whole"
+    assert twins_to_source.with_blocks("Only PyTorch.", "Only Keras.") is None
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_no_prose_pair_is_left_that_merge_prose_would_merge(source):
+    """Run `python scripts/twins_to_source.py merge-prose`: near-identical prose is one cell with blocks."""
+    import twins_to_source
+
+    cells = chapters.read_chapter(source).cells
+    for first, second in zip(cells, cells[1:]):
+        if first.kind == second.kind == "markdown" and (first.framework, second.framework) == chapters.FRAMEWORKS:
+            mergeable = first.metadata == second.metadata and twins_to_source.with_blocks(first.source, second.source)
+            assert not mergeable, f"{source.name}, line {first.line}: merge this pair (merge-prose)"
