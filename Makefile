@@ -11,7 +11,7 @@ WHEELS ?= _build/wheels
 REQ_HASH := $(shell sha256sum requirements.txt $(LOCK) pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: help setup lock wheels data test unit notebooks book lint benchmark record-runtimes clean check lab
+.PHONY: help setup lock wheels data test unit notebooks nbval book lint benchmark record-runtimes clean check lab
 
 help:
 	@echo "make test       set up, fetch data, run unit tests + nbval over every notebook (smoke profile),"
@@ -28,10 +28,12 @@ help:
 	@echo "make benchmark  helpers' fit versus a plain and a tuned training loop, throughput ratios"
 	@echo "make setup      create .venv from requirements.lock (every other target does this first)"
 	@echo "make unit       the unit tests alone (tests/, smoke profile)"
-	@echo "make notebooks  nbval over every notebook alone (smoke profile)"
+	@echo "make notebooks  write each chapter's two notebooks and its side-by-side tabs from its source (*.src.md)"
+	@echo "make nbval      nbval over every notebook alone (smoke profile)"
 	@echo "make record-runtimes  re-measure the notebooks' run times (book/runtimes.json)"
 	@echo "make clean      remove _build and the pytest and ruff caches (not .venv, not the data cache)"
-	@echo "helper targets: speech-setup (flite), browser-setup (chromium), html-unexecuted (make test's HTML)"
+	@echo "make system-packages  the Debian packages (flite, chromium): apt-get as root, else the sudo command"
+	@echo "helper target: html-unexecuted (make test's HTML)"
 
 setup: $(STAMP)
 
@@ -62,15 +64,19 @@ wheels:
 	$(PYTHON) -m pip download --quiet --require-hashes --no-deps --only-binary=:all: -r $(LOCK) -d $(WHEELS)
 	@echo "$$(ls $(WHEELS) | wc -l) files, $$(du -sh $(WHEELS) | cut -f1) in $(WHEELS)"
 
-data: setup speech-setup
+data: setup system-packages
 	$(PY) -m helpers.registry fetch-all
 
-# Chapter 19's spoken digits are synthesised here by Debian's flite (the registry builds and checksums the set).
-.PHONY: speech-setup
-speech-setup:
-	@command -v flite > /dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q flite; \
-		else echo "chapter 19 synthesises speech with flite: run 'sudo apt-get install -y flite'" >&2; exit 1; fi; }
+# The Debian packages the book needs besides Python: flite synthesises chapter 19's spoken digits (`make data`),
+# Chromium runs the browser check (`make test`, `make book`). As root this installs the missing ones with apt-get;
+# otherwise it stops and names the sudo command. No other target calls apt-get.
+SYSTEM_PACKAGES := flite chromium
+.PHONY: system-packages
+system-packages:
+	@missing=""; for package in $(SYSTEM_PACKAGES); do command -v $$package > /dev/null || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
+		else echo "the book needs the Debian packages$$missing: run 'sudo apt-get install -y$$missing'" >&2; exit 1; fi; fi
 
 # pytest-xdist: one worker per core (JOBS=1 for one process); each notebook runs in one worker (--dist loadfile),
 # and conftest.py gives each worker and its kernels cores/workers threads.
@@ -88,27 +94,26 @@ check: lint unit
 lab: data
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
-notebooks: data
+# Each chapter is written once, in book/NN_slug/<stem>.src.md; this writes its <stem>_torch.ipynb, <stem>_keras.ipynb
+# and differences.md (scripts/chapters.py; tests/test_chapters.py fails when a committed one differs). A few seconds.
+notebooks: setup
+	$(PY) scripts/chapters.py
+
+nbval: data
 	BOOK_PROFILE=smoke $(PY) -m pytest $(XDIST) book
 
-test: data lint html-unexecuted browser-setup
+test: data lint html-unexecuted
 	BOOK_PROFILE=smoke BOOK_HTML_DIR=$(HTML_UNEXECUTED) BOOK_HTML_EXECUTED=0 $(PY) -m pytest $(XDIST)
 
 # The HTML book without executing any notebook (about 10 s): what `make test`'s browser check reads. MathJax comes
 # from the registry (scripts/stage_mathjax.py), so formulas render without network.
 HTML_UNEXECUTED := _build/unexecuted/_build/html
-.PHONY: html-unexecuted browser-setup
+.PHONY: html-unexecuted
 html-unexecuted: setup
 	$(PY) scripts/stage_mathjax.py
 	$(PY) scripts/unexecuted_config.py _build/unexecuted/_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/unexecuted/_config.yml --path-output _build/unexecuted \
 		-W -n --keep-going --all
-
-# tests/test_browser.py drives Debian's Chromium (Playwright's own browser download needs the network).
-browser-setup:
-	@command -v chromium > /dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
-		else echo "tests/test_browser.py needs Chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
 
 lint: setup
 	$(PY) -m ruff check helpers tests scripts book conftest.py
@@ -117,7 +122,7 @@ lint: setup
 # Execution results are cached in _build/.jupyter_cache: a notebook whose code is unchanged is not executed again.
 # A change of profile, or CI, clears that cache. Every page is re-read (--all), so a notebook that failed last time
 # runs again and its failure fails this build too.
-book: data browser-setup
+book: data
 	$(PY) scripts/stage_mathjax.py
 	profile=$$($(PY) -c 'from helpers.config import profile_name; print(profile_name())'); \
 	if [ -n "$$CI" ] || [ "$$(cat _build/.profile 2>/dev/null)" != "$$profile" ]; then \

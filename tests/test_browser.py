@@ -151,7 +151,7 @@ def browser():
     except ImportError:
         pytest.fail("Playwright is not installed: run `make setup` (requirements.txt pins playwright).")
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (or `make browser-setup`).")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` (or `make system-packages`).")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM)
         yield chromium
@@ -353,3 +353,65 @@ def test_every_notebook_page_ends_with_its_claims_ledger(crawl):
     """scripts/sphinx_claims.py appends the ledger's table (book/claims.json) to every notebook page."""
     missing = [name for name in notebook_sources() if "claims-ledger" not in crawl["pages"][f"{name}.html"]["ids"]]
     assert not missing, f"these notebook pages have no claims table (is sphinx_claims in _config.yml?): {missing}"
+
+
+# Each framework tab's state on a chapter page: sphinx-design draws a tab as a radio <input> followed by its <label>
+# (data-sync-group / data-sync-id) and its content; the checked input's content is the one shown.
+TAB_STATE = """() => {
+    const labels = [...document.querySelectorAll("label.sd-tab-label[data-sync-group='framework']")];
+    const sets = [...document.querySelectorAll(".sd-tab-set")].filter(
+        (set) => set.querySelector("label.sd-tab-label[data-sync-group='framework']"));
+    const shown = (label) => {
+        const content = label.nextElementSibling;
+        return !!content && content.offsetParent !== null;
+    };
+    return {
+        sets: sets.length,
+        incomplete: sets.filter((set) => !["torch", "keras"].every(
+            (id) => set.querySelector(`label.sd-tab-label[data-sync-id='${id}']`))).length,
+        checked: labels.filter((l) => document.getElementById(l.htmlFor)?.checked).map((l) => l.dataset.syncId),
+        shown: labels.filter(shown).map((l) => l.dataset.syncId),
+        stored: window.localStorage.getItem("sphinx-design-tab-id-framework"),
+    };
+}"""
+
+
+def chapter_pages() -> list[str]:
+    """The chapters' framework-neutral pages (book/NN_slug/index), in the order of _toc.yml."""
+    return [page for page in toc_files() if re.fullmatch(r"book/\d\d_[^/]+/index", page)]
+
+
+def tab_state(offline, page: str) -> dict:
+    """Load a chapter page in the context `offline` and read its framework tabs (TAB_STATE)."""
+    offline.visit(f"{page}.html", inspect=False)
+    return offline.page.evaluate(TAB_STATE)
+
+
+def test_every_chapter_page_has_framework_tabs_that_switch_together_and_carry_to_the_next_page(browser, site):
+    """differences.md (generated from the chapter's source, included by its index.md) puts every framework-specific
+    pair of cells in sphinx-design tabs of one sync group: choosing Keras on one tab switches every tab on the page,
+    and sphinx-design keeps the choice in localStorage, so the next chapter opens on Keras too."""
+    offline = Offline(browser, site)  # a new browser context: nothing chosen yet
+    pages = chapter_pages()
+    assert len(pages) == 20, pages
+    states = {page: tab_state(offline, page) for page in pages}
+    without = [page for page, state in states.items() if not state["sets"]]
+    assert not without, f"chapter pages without PyTorch | Keras tabs (is differences.md included?): {without}"
+    incomplete = {page: state["incomplete"] for page, state in states.items() if state["incomplete"]}
+    assert not incomplete, f"tab-sets lacking a PyTorch or a Keras tab: {incomplete}"
+    first = [page for page, state in states.items() if set(state["checked"]) != {"torch"}]
+    assert not first, f"before any choice, these pages do not open every tab on PyTorch: {first}"
+
+    tab_state(offline, pages[0])
+    offline.page.locator("label.sd-tab-label[data-sync-id='keras']").first.click()
+    after = offline.page.evaluate(TAB_STATE)
+    assert set(after["checked"]) == {"keras"} and len(after["checked"]) == after["sets"], after
+    assert set(after["shown"]) == {"keras"}, f"the Keras tabs are chosen, yet other content is shown: {after}"
+    assert after["stored"] == "keras", after
+
+    carried = tab_state(offline, pages[1])
+    assert set(carried["checked"]) == {"keras"} and len(carried["checked"]) == carried["sets"], (
+        f"the choice of Keras on {pages[0]} did not carry to {pages[1]}: {carried}"
+    )
+    problems = offline.close()
+    assert not problems, report(problems)

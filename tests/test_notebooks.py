@@ -119,10 +119,19 @@ def test_notebooks_are_committed_without_outputs(notebook):
 
 
 def test_toc_lists_every_page_and_only_existing_pages():
+    """Every .md and .ipynb under book/ is a page of _toc.yml, but for the chapter sources (`*.src.md`, from which
+    scripts/chapters.py generates the notebooks) and the fragments that a page includes (`{include}`)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     listed = {toc["root"]} | set(_files(toc))
-    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in BOOK.rglob("*") if p.suffix in (".md", ".ipynb")}
-    pages = {p for p in pages if ".ipynb_checkpoints" not in p}
+    files = [p for p in BOOK.rglob("*") if p.suffix in (".md", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
+    included = {
+        (page.parent / name).resolve()
+        for page in files
+        if page.suffix == ".md"
+        for name in re.findall(r"^```\{include\} (\S+)", page.read_text(encoding="utf-8"), re.M)
+    }
+    files = [p for p in files if not p.name.endswith(".src.md") and p.resolve() not in included]
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in files}
     assert listed == pages, f"not in _toc.yml: {pages - listed}; missing files: {listed - pages}"
 
 

@@ -275,7 +275,7 @@ def test_the_real_spoken_digits_resynthesised_with_another_resampler_pass_and_a_
 
     path = _real_file("spoken-digits")
     if shutil.which("flite") is None:
-        pytest.skip("flite is not installed (`make speech-setup` installs it)")
+        pytest.skip("flite is not installed (`make system-packages` installs it)")
     item = registry.REGISTRY["spoken-digits"]
     with np.load(path) as stored:
         built = {key: stored[key] for key in stored.files}

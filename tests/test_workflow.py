@@ -117,3 +117,28 @@ def test_ci_run_uses_a_new_empty_data_cache(tmp_path):
     assert cache != env["BOOK_CACHE"], "CI should not reuse a data cache"
     assert not Path(cache).exists(), "CI's data cache should be removed when the run ends"
     assert "set -euo pipefail" in (ROOT / ".ci" / "run").read_text()
+
+
+def recipes() -> dict[str, str]:
+    """Each Makefile rule's name and its recipe (the tab-indented lines under it)."""
+    text = (ROOT / "Makefile").read_text()
+    return {
+        m.group(1): m.group(3)
+        for m in re.finditer(r"^([A-Za-z][\w-]*)\s*:(?!=)([^\n]*)\n((?:\t[^\n]*\n)*)", text, re.M)
+    }
+
+
+def test_system_packages_are_installed_by_one_explicit_target_that_data_needs():
+    found = recipes()
+    calls = [name for name, recipe in found.items() if "apt-get install" in recipe]
+    assert calls == ["system-packages"], f"apt-get install belongs in `make system-packages` alone, found in {calls}"
+    prerequisites = re.search(r"^data\s*:([^\n]*)", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert "system-packages" in prerequisites, "`make data` (flite for chapter 19) must depend on system-packages"
+    assert "system-packages" in help_text()
+
+
+def test_no_launch_button_offers_a_service_where_the_notebooks_cannot_run():
+    """Binder, Colab or a JupyterHub would open a notebook without the helpers package and the data cache."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    offered = {k: v for k, v in (config.get("launch_buttons") or {}).items() if k.endswith("_url") and v}
+    assert not offered, f"launch buttons offered, but no notebook can import helpers there: {offered}"
