@@ -12,8 +12,9 @@ What makes an entry stale (tests/test_claims.py fails on a stale, missing or fai
 - the notebook's code cells changed (markdown does not count: prose does not change a result);
 - a `helpers` module the notebook imports by name changed (`from helpers import data, metrics` → helpers/data.py,
   helpers/metrics.py; `from helpers.claims import claim` → helpers/claims.py);
-- its chapter's module in its framework package changed (CHAPTER_MODULES: chapter 11's PyTorch notebook →
-  helpers/torch/distillation.py).
+- its chapter's module in its framework package changed (CHAPTER_MODULES, read from the chapter map in
+  helpers/chapters.py: chapter 11's PyTorch notebook → helpers/torch/distillation.py; chapters 1, 2 and 4–7, which
+  teach a base layer, → helpers/torch/models.py or training.py).
 Modules every chapter shares (helpers/torch/training.py, models.py, the Keras ports) do not make every entry stale:
 their behaviour is held by the unit tests, and after changing one, `make claims ALL=1` reruns the whole book.
 
@@ -44,28 +45,12 @@ LEDGER = ROOT / "book" / "claims.json"
 CACHE = ROOT / "_build" / ".jupyter_cache"
 PROFILE_STAMP = ROOT / "_build" / ".profile"
 
-# Each chapter's own module in helpers/torch/ and helpers/keras/ (the notebook's stem without _torch/_keras).
+sys.path.insert(0, str(ROOT))
+from helpers.chapters import BY_SLUG  # noqa: E402  (the chapter map: slug -> notebooks, modules, tests)
+
+# Each chapter's wing modules (the notebook's stem without _torch/_keras): its own, and the base layers it teaches.
 CHAPTER_MODULES = {
-    "pretrained_models": ("models",),
-    "feature_extraction": ("models", "training"),
-    "finetuning_strategies": ("finetuning",),
-    "source_pretraining": ("models",),
-    "losses_optimizers": ("training",),
-    "regularization": ("training",),
-    "evaluation": ("training",),
-    "interpretation": ("inspection",),
-    "text_classification": ("language",),
-    "few_labels": ("semisupervised",),
-    "distillation": ("distillation",),
-    "domain_adaptation": ("adaptation",),
-    "hyperparameter_search": ("search",),
-    "peft": ("adapters",),
-    "export": ("export",),
-    "fast_training": ("speed",),
-    "backbones": ("backbones",),
-    "detection": ("detection",),
-    "audio": ("audio",),
-    "image_text": ("multimodal",),
+    slug: {wing: chapter.wing_modules(wing) for wing in ("torch", "keras")} for slug, chapter in BY_SLUG.items()
 }
 NEUTRAL_IMPORT = re.compile(r"^\s*from helpers import ([\w ,]+)$|^\s*from helpers\.(\w+) import ", re.MULTILINE)
 
@@ -91,7 +76,7 @@ def modules_of(notebook: Path) -> list[Path]:
     files = {ROOT / "helpers" / f"{n}.py" for n in names if n and n not in ("torch", "keras")}
     stem, _, framework = notebook.stem.rpartition("_")
     if framework in ("torch", "keras"):
-        files.update(ROOT / "helpers" / framework / f"{m}.py" for m in CHAPTER_MODULES.get(stem, ()))
+        files.update(ROOT / "helpers" / framework / f"{m}.py" for m in CHAPTER_MODULES.get(stem, {}).get(framework, ()))
     return sorted(f for f in files if f.exists())
 
 

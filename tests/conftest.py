@@ -29,3 +29,12 @@ def images():
     """Eight small normalised RGB images and labels in 0..2 (NHWC, float32)."""
     rng = np.random.default_rng(0)
     return rng.normal(size=(8, 32, 32, 3)).astype(np.float32), np.arange(8) % 3
+
+
+@pytest.fixture(scope="module")
+def clothes():
+    """40 Fashion-MNIST images of the five target classes, as small-CNN input, and their labels 0..4 (chapters 3-4)."""
+    from helpers import data
+
+    task = data.class_task("fashion", data.TARGET_CLASSES, train_per_class=8, test_per_class=2)
+    return data.grey_input(task["train_x"]), task["train_y"]
