@@ -25,6 +25,11 @@ A shared markdown cell that differs between the notebooks in a few lines holds f
 A line holding only a one-word HTML comment is a marker: any word but torch, keras and both is an error, and so is a
 block still open at the end of its cell, a `<!-- both -->` with no block open, and a marker in a markdown cell
 already marked for one framework. Inside a fenced code block (``` or ~~~) and in code cells the lines are plain text.
+
+In a markdown cell, `@framework@` stands for the notebook's framework, `torch` or `keras`, so that a line differing only
+in a label needs no blocks: `:label: ex-evaluation-@framework@-2` becomes `ex-evaluation-torch-2` in the PyTorch
+notebook and `ex-evaluation-keras-2` in the Keras one (labels must differ: both notebooks are pages of one book).
+A code cell holding `@framework@` is an error.
 Code that differs stays in cells of its own (`python scripts/twins_to_source.py merge-prose` merges prose pairs).
 
 From `<stem>.src.md` this script writes, next to it:
@@ -72,6 +77,7 @@ FRAMEWORKS = ("torch", "keras")
 LABELS = {"torch": "PyTorch", "keras": "Keras"}
 ID_KEYS = {framework: f"{framework}_id" for framework in FRAMEWORKS}
 SYNC_GROUP = "framework"
+PLACEHOLDER = "@framework@"  # in a markdown cell: the notebook's framework, "torch" or "keras"
 # Names whose use in code means the other framework: imported, or used as a module (`torch.`, `keras.layers`).
 FOREIGN = {"torch": {"keras", "tensorflow", "tf", "tf_keras"}, "keras": {"torch", "torchvision", "nn"}}
 
@@ -92,8 +98,14 @@ class Cell:
     differences: list[Difference] = field(default_factory=list)  # the blocks of a shared markdown cell
 
     def text(self, framework: str) -> str:
-        """The cell's text in one framework's notebook: its shared lines and that framework's blocks."""
-        return self.texts.get(framework, self.source)
+        """The cell's text in one framework's notebook: its shared lines and that framework's blocks, with
+        `@framework@` replaced by the framework's name in a markdown cell."""
+        return framework_text(self.texts.get(framework, self.source), framework, self.kind)
+
+
+def framework_text(text: str, framework: str, kind: str = "markdown") -> str:
+    """`text` as it reaches `framework`'s notebook: in a markdown cell, `@framework@` is that framework's name."""
+    return text.replace(PLACEHOLDER, framework) if kind == "markdown" else text
 
 
 @dataclass
@@ -185,6 +197,11 @@ def _cell(path: Path, cell, line: int, lines: list[str]) -> Cell:
     wrong = [ID_KEYS[name] for name in ids if framework not in (None, name)]
     if wrong:
         raise SourceError(f"{where}: a {framework}-only cell cannot carry {', '.join(wrong)}")
+    if cell.cell_type == "code" and PLACEHOLDER in cell.source:
+        raise SourceError(
+            f"{where}: {PLACEHOLDER} stands for the framework in markdown cells only; in code, put the two versions "
+            "in a `:framework: torch` cell and a `:framework: keras` cell"
+        )
     made = Cell(cell.cell_type, cell.source, framework, ids, metadata, line)
     if cell.cell_type == "markdown":
         made.texts, made.differences = expand(cell.source, framework, path.name, _text_line(cell.source, line, lines))
@@ -569,9 +586,10 @@ def tab_set(run: Run, other_missing: str) -> str:
     """One sphinx-design tab-set, PyTorch | Keras, synced across the book (`:sync-group: framework`)."""
     bodies = {}
     for framework, cells in run.cells.items():
-        parts = [_code(c.source) if c.kind == "code" else _prose(c.source) for c in cells]
-        if parts and cells[0].kind == "markdown" and HEADING.match(cells[0].source):
-            parts[0] = _prose(HEADING.sub("", cells[0].source, count=1).lstrip("\n"))  # the heading is above the tabs
+        texts = [c.text(framework) for c in cells]
+        parts = [_code(t) if c.kind == "code" else _prose(t) for c, t in zip(cells, texts)]
+        if parts and cells[0].kind == "markdown" and HEADING.match(texts[0]):
+            parts[0] = _prose(HEADING.sub("", texts[0], count=1).lstrip("\n"))  # the heading is above the tabs
         parts = [part for part in parts if part.strip()]
         other = LABELS["keras" if framework == "torch" else "torch"]
         if run.blocks:

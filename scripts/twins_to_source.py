@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -38,8 +39,9 @@ HEADER = """\
 # the .ipynb files. A cell goes into both notebooks unless its metadata names one framework: `:framework: torch`
 # under a code cell's ```{code-cell} line, `+++ {"framework": "keras"}` above a markdown cell. In a shared markdown
 # cell, the lines after a line <!-- torch --> (or <!-- keras -->) go into that notebook only, up to the next marker
-# line; <!-- both --> returns to shared lines. torch_id / keras_id keep each notebook's cell ids; a new cell can
-# leave them out. README, "Writing a chapter", says more.
+# line; <!-- both --> returns to shared lines. In a markdown cell, @framework@ is the notebook's framework (torch or
+# keras), as in exercise labels. torch_id / keras_id keep each notebook's cell ids; a new cell can leave them out.
+# README, "Writing a chapter", says more.
 """
 
 
@@ -224,6 +226,29 @@ def with_blocks(torch_text: str, keras_text: str) -> str | None:
     return "\n".join(lines)
 
 
+# An exercise label that names the framework (`ex-evaluation-torch-2`): both notebooks are pages of one book, so their
+# labels differ, and `@framework@` (chapters.PLACEHOLDER) lets one shared line stand for both.
+LABEL = re.compile(r"\b(ex-[\w-]+?-)(torch|keras)(-\d+)\b")
+
+
+def templated(text: str, framework: str) -> str:
+    """`text` (from `framework`'s notebook) with each exercise label that names `framework` written with @framework@."""
+    return LABEL.sub(lambda m: m[0] if m[2] != framework else m[1] + chapters.PLACEHOLDER + m[3], text)
+
+
+def one_text(torch_text: str, keras_text: str) -> str | None:
+    """One shared markdown text for two notebooks' texts: labels written with @framework@, and framework blocks
+    where the texts still differ (`with_blocks`). None when they share no non-blank line."""
+    a, b = templated(torch_text, "torch"), templated(keras_text, "keras")
+    return a if a == b else with_blocks(a, b)
+
+
+def reaches(text: str, framework: str) -> str:
+    """What a shared markdown cell with this text gives in `framework`'s notebook (blocks, then @framework@)."""
+    texts, _ = chapters.expand(text, None, "cell", 1)
+    return chapters.framework_text(texts.get(framework, text), framework)
+
+
 def _other_metadata(cell) -> dict:
     return {key: value for key, value in cell.metadata.items() if key != "framework" and key not in ID_KEYS}
 
@@ -256,7 +281,7 @@ def merge_prose(path: Path, write: bool = True) -> dict:
     old = chapters.read_chapter(path, text)
     expected = {fw: chapters.dumps(chapters.notebook(old, fw)) for fw in chapters.FRAMEWORKS}
     nb = jupytext.reads(text, fmt="md:myst")
-    cells, report = [], {"chapter": path.parent.name, "merged": 0, "nothing shared": 0, "refused": []}
+    cells, report = [], {"chapter": path.parent.name, "merged": 0, "folded": 0, "nothing shared": 0, "refused": []}
     i = 0
     while i < len(nb.cells):
         first, second = nb.cells[i], nb.cells[i + 1] if i + 1 < len(nb.cells) else None
@@ -266,11 +291,11 @@ def merge_prose(path: Path, write: bool = True) -> dict:
             and (first.metadata.get("framework"), second.metadata.get("framework")) == chapters.FRAMEWORKS
         )
         if not is_pair:
-            cells.append(first)
+            cells.append(_folded(first, report))
             i += 1
             continue
         where = f"{path.name}: the pair at line {old.cells[i].line}"
-        merged = with_blocks(first.source, second.source)
+        merged = one_text(first.source, second.source)
         metadata = {
             key: cell.metadata[key] for key, cell in (("torch_id", first), ("keras_id", second)) if key in cell.metadata
         }
@@ -280,7 +305,10 @@ def merge_prose(path: Path, write: bool = True) -> dict:
             problem = "their metadata differs"
         elif merged is None:
             report["nothing shared"] += 1
-        elif chapters.expand(merged, None, path.name, 1)[0] != {"torch": first.source, "keras": second.source}:
+        elif any(
+            reaches(merged, fw) != chapters.framework_text(c.source, fw)
+            for fw, c in (("torch", first), ("keras", second))
+        ):
             problem = "its blocks would not expand to the two texts"
         elif not _round_trips(merged, metadata):
             problem = "jupytext would not read the merged cell back unchanged"
@@ -308,6 +336,27 @@ def merge_prose(path: Path, write: bool = True) -> dict:
     return report
 
 
+def _folded(cell, report: dict):
+    """A shared markdown cell whose blocks differ only in exercise labels, rewritten with @framework@ and fewer blocks
+    (the cell itself when nothing changes, or when the rewrite would not give the same two texts)."""
+    if cell.cell_type != "markdown" or "framework" in cell.metadata or "<!--" not in cell.source:
+        return cell
+    texts, _ = chapters.expand(cell.source, None, "cell", 1)
+    if not texts:
+        return cell
+    text = one_text(texts["torch"], texts["keras"])
+    if text is None or text == cell.source:
+        return cell
+    if any(reaches(text, fw) != reaches(cell.source, fw) for fw in chapters.FRAMEWORKS) or not _round_trips(
+        text, dict(cell.metadata)
+    ):
+        return cell
+    import nbformat
+
+    report["folded"] += 1
+    return nbformat.v4.new_markdown_cell(text, metadata=dict(cell.metadata))
+
+
 def merge_prose_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="twins_to_source.py merge-prose",
@@ -319,7 +368,10 @@ def merge_prose_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     for path in chapters.sources(args.chapters):
         report = merge_prose(path, write=not args.dry_run)
-        print(f"{report['chapter']}: {report['merged']} pairs merged, {report['nothing shared']} share no line")
+        print(
+            f"{report['chapter']}: {report['merged']} pairs merged, {report['folded']} cells' label blocks folded, "
+            f"{report['nothing shared']} share no line"
+        )
         for line in report["refused"]:
             print(f"  refused: {line}")
     return 0

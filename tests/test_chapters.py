@@ -529,5 +529,72 @@ def test_no_prose_pair_is_left_that_merge_prose_would_merge(source):
     cells = chapters.read_chapter(source).cells
     for first, second in zip(cells, cells[1:]):
         if first.kind == second.kind == "markdown" and (first.framework, second.framework) == chapters.FRAMEWORKS:
-            mergeable = first.metadata == second.metadata and twins_to_source.with_blocks(first.source, second.source)
+            mergeable = first.metadata == second.metadata and twins_to_source.one_text(first.source, second.source)
             assert not mergeable, f"{source.name}, line {first.line}: merge this pair (merge-prose)"
+        if first.kind == "markdown" and first.framework is None and first.texts:
+            folded = twins_to_source.one_text(first.texts["torch"], first.texts["keras"])
+            assert folded in (None, first.source), (
+                f"{source.name}, line {first.line}: its blocks differ only in exercise labels; write them with "
+                f"{chapters.PLACEHOLDER} (merge-prose)"
+            )
+
+
+def test_the_placeholder_names_each_notebooks_framework_in_markdown_only(tmp_path):
+    body = f"""
++++ {{"torch_id": "m-t", "keras_id": "m-k"}}
+
+:::{{exercise}}
+:label: ex-toy-{chapters.PLACEHOLDER}-1
+
+Try it.
+:::
+"""
+    chapter = chapters.read_chapter(toy(tmp_path, body))
+    texts = {fw: "".join(chapters.notebook(chapter, fw)["cells"][-1]["source"]) for fw in chapters.FRAMEWORKS}
+    assert ":label: ex-toy-torch-1" in texts["torch"] and ":label: ex-toy-keras-1" in texts["keras"]
+    assert chapters.PLACEHOLDER not in texts["torch"] + texts["keras"]
+    code = f"\n```{{code-cell}}\nname = '{chapters.PLACEHOLDER}'\n```\n"
+    with pytest.raises(chapters.SourceError, match="in markdown cells only"):
+        chapters.read_chapter(toy(tmp_path, code, name="code"))
+
+
+def test_merging_folds_label_only_blocks_and_pairs_into_the_placeholder(tmp_path):
+    import twins_to_source
+
+    body = """
++++ {"torch_id": "e-t", "keras_id": "e-k"}
+
+:::{exercise}
+<!-- torch -->
+:label: ex-toy-torch-1
+<!-- keras -->
+:label: ex-toy-keras-1
+<!-- both -->
+
+Try it.
+:::
+
++++ {"framework": "torch", "torch_id": "s-t"}
+
+```{solution-start} ex-toy-torch-1
+:class: dropdown
+```
+
++++ {"framework": "keras", "keras_id": "s-k"}
+
+```{solution-start} ex-toy-keras-1
+:class: dropdown
+```
+"""
+    path = toy(tmp_path, body)
+    before = {fw: chapters.dumps(chapters.notebook(chapters.read_chapter(path), fw)) for fw in chapters.FRAMEWORKS}
+    report = twins_to_source.merge_prose(path)
+    assert (report["merged"], report["folded"], report["refused"]) == (1, 1, [])
+    text = path.read_text(encoding="utf-8")
+    cells = text.split("---", 2)[2]  # after the front matter, whose comment names both
+    assert "<!-- torch -->" not in cells and cells.count(chapters.PLACEHOLDER) == 2
+    after = chapters.read_chapter(path)
+    assert {fw: chapters.dumps(chapters.notebook(after, fw)) for fw in chapters.FRAMEWORKS} == before
+    assert twins_to_source.templated("see ex-toy-keras-2 and ex-toy-torch-2", "torch") == (
+        f"see ex-toy-keras-2 and ex-toy-{chapters.PLACEHOLDER}-2"
+    )
