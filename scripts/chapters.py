@@ -29,7 +29,8 @@ already marked for one framework. Inside a fenced code block (``` or ~~~) and in
 In a markdown cell, `@framework@` stands for the notebook's framework, `torch` or `keras`, so that a line differing only
 in a label needs no blocks: `:label: ex-evaluation-@framework@-2` becomes `ex-evaluation-torch-2` in the PyTorch
 notebook and `ex-evaluation-keras-2` in the Keras one (labels must differ: both notebooks are pages of one book).
-A code cell holding `@framework@` is an error.
+`@Framework@` is the name as the book writes it, `PyTorch` or `Keras` (each notebook's title ends in it). A code cell
+holding either is an error.
 Code that differs stays in cells of its own (`python scripts/twins_to_source.py merge-prose` merges prose pairs).
 
 From `<stem>.src.md` this script writes, next to it:
@@ -78,6 +79,7 @@ LABELS = {"torch": "PyTorch", "keras": "Keras"}
 ID_KEYS = {framework: f"{framework}_id" for framework in FRAMEWORKS}
 SYNC_GROUP = "framework"
 PLACEHOLDER = "@framework@"  # in a markdown cell: the notebook's framework, "torch" or "keras"
+NAME_PLACEHOLDER = "@Framework@"  # in a markdown cell: its name as the book writes it, "PyTorch" or "Keras"
 # Names whose use in code means the other framework: imported, or used as a module (`torch.`, `keras.layers`).
 FOREIGN = {"torch": {"keras", "tensorflow", "tf", "tf_keras"}, "keras": {"torch", "torchvision", "nn"}}
 
@@ -104,8 +106,11 @@ class Cell:
 
 
 def framework_text(text: str, framework: str, kind: str = "markdown") -> str:
-    """`text` as it reaches `framework`'s notebook: in a markdown cell, `@framework@` is that framework's name."""
-    return text.replace(PLACEHOLDER, framework) if kind == "markdown" else text
+    """`text` as it reaches `framework`'s notebook: in a markdown cell, `@framework@` is `torch` or `keras` and
+    `@Framework@` is `PyTorch` or `Keras`."""
+    if kind != "markdown":
+        return text
+    return text.replace(PLACEHOLDER, framework).replace(NAME_PLACEHOLDER, LABELS[framework])
 
 
 @dataclass
@@ -197,9 +202,10 @@ def _cell(path: Path, cell, line: int, lines: list[str]) -> Cell:
     wrong = [ID_KEYS[name] for name in ids if framework not in (None, name)]
     if wrong:
         raise SourceError(f"{where}: a {framework}-only cell cannot carry {', '.join(wrong)}")
-    if cell.cell_type == "code" and PLACEHOLDER in cell.source:
+    if cell.cell_type == "code" and (PLACEHOLDER in cell.source or NAME_PLACEHOLDER in cell.source):
         raise SourceError(
-            f"{where}: {PLACEHOLDER} stands for the framework in markdown cells only; in code, put the two versions "
+            f"{where}: {PLACEHOLDER} and {NAME_PLACEHOLDER} stand for the framework in markdown cells only; in code, "
+            "put the two versions "
             "in a `:framework: torch` cell and a `:framework: keras` cell"
         )
     made = Cell(cell.cell_type, cell.source, framework, ids, metadata, line)

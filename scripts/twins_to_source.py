@@ -40,8 +40,8 @@ HEADER = """\
 # under a code cell's ```{code-cell} line, `+++ {"framework": "keras"}` above a markdown cell. In a shared markdown
 # cell, the lines after a line <!-- torch --> (or <!-- keras -->) go into that notebook only, up to the next marker
 # line; <!-- both --> returns to shared lines. In a markdown cell, @framework@ is the notebook's framework (torch or
-# keras), as in exercise labels. torch_id / keras_id keep each notebook's cell ids; a new cell can leave them out.
-# README, "Writing a chapter", says more.
+# keras), as in exercise labels, and @Framework@ its name (PyTorch or Keras), as in the title. torch_id / keras_id
+# keep each notebook's cell ids; a new cell can leave them out. README, "Writing a chapter", says more.
 """
 
 
@@ -231,9 +231,16 @@ def with_blocks(torch_text: str, keras_text: str) -> str | None:
 LABEL = re.compile(r"\b(ex-[\w-]+?-)(torch|keras)(-\d+)\b")
 
 
+# A notebook's title, which ends in its framework's name: `# Feature extraction — PyTorch`.
+TITLE = re.compile(r"^(# .+ — )(PyTorch|Keras)$", re.M)
+
+
 def templated(text: str, framework: str) -> str:
-    """`text` (from `framework`'s notebook) with each exercise label that names `framework` written with @framework@."""
-    return LABEL.sub(lambda m: m[0] if m[2] != framework else m[1] + chapters.PLACEHOLDER + m[3], text)
+    """`text` (from `framework`'s notebook) with each exercise label that names `framework` written with @framework@,
+    and a title ending in its name with @Framework@."""
+    text = LABEL.sub(lambda m: m[0] if m[2] != framework else m[1] + chapters.PLACEHOLDER + m[3], text)
+    name = chapters.LABELS[framework]
+    return TITLE.sub(lambda m: m[0] if m[2] != name else m[1] + chapters.NAME_PLACEHOLDER, text)
 
 
 def one_text(torch_text: str, keras_text: str) -> str | None:

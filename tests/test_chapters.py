@@ -483,7 +483,7 @@ def test_merging_prose_gives_one_cell_and_the_same_notebooks(tmp_path):
     before = {fw: chapters.dumps(chapters.notebook(chapter, fw)) for fw in chapters.FRAMEWORKS}
     assert chapters.kept_twice(chapter) == 4  # `## Saving`, two blank lines, `Then reload them.`
     report = twins_to_source.merge_prose(path)
-    assert report["merged"] == 1 and report["refused"] == []  # the title pair shares no line: left as it is
+    assert report["merged"] == 2 and report["refused"] == []  # and the title pair: one cell, `# Toy — @Framework@`
     text = path.read_text(encoding="utf-8")
     assert (
         '+++ {"torch_id": "p-t", "keras_id": "p-k"}\n\n## Saving\n\n<!-- torch -->\n'
@@ -502,7 +502,7 @@ def test_merging_prose_leaves_a_pair_with_different_metadata(tmp_path):
 
     path = _pair_source(tmp_path, keras_metadata=', "tags": ["hide"]')
     report = twins_to_source.merge_prose(path)
-    assert report["merged"] == 0 and len(report["refused"]) == 1 and "metadata differs" in report["refused"][0]
+    assert report["merged"] == 1 and len(report["refused"]) == 1 and "metadata differs" in report["refused"][0]
     assert "Write the weights with `torch.save`.\n\nThen reload them." in path.read_text(encoding="utf-8")
 
 
@@ -543,6 +543,8 @@ def test_the_placeholder_names_each_notebooks_framework_in_markdown_only(tmp_pat
     body = f"""
 +++ {{"torch_id": "m-t", "keras_id": "m-k"}}
 
+# Toy — {chapters.NAME_PLACEHOLDER}
+
 :::{{exercise}}
 :label: ex-toy-{chapters.PLACEHOLDER}-1
 
@@ -552,6 +554,7 @@ Try it.
     chapter = chapters.read_chapter(toy(tmp_path, body))
     texts = {fw: "".join(chapters.notebook(chapter, fw)["cells"][-1]["source"]) for fw in chapters.FRAMEWORKS}
     assert ":label: ex-toy-torch-1" in texts["torch"] and ":label: ex-toy-keras-1" in texts["keras"]
+    assert texts["torch"].startswith("# Toy — PyTorch\n") and texts["keras"].startswith("# Toy — Keras\n")
     assert chapters.PLACEHOLDER not in texts["torch"] + texts["keras"]
     code = f"\n```{{code-cell}}\nname = '{chapters.PLACEHOLDER}'\n```\n"
     with pytest.raises(chapters.SourceError, match="in markdown cells only"):
@@ -589,7 +592,7 @@ Try it.
     path = toy(tmp_path, body)
     before = {fw: chapters.dumps(chapters.notebook(chapters.read_chapter(path), fw)) for fw in chapters.FRAMEWORKS}
     report = twins_to_source.merge_prose(path)
-    assert (report["merged"], report["folded"], report["refused"]) == (1, 1, [])
+    assert (report["merged"], report["folded"], report["refused"]) == (2, 1, [])  # the toy's title pair, too
     text = path.read_text(encoding="utf-8")
     cells = text.split("---", 2)[2]  # after the front matter, whose comment names both
     assert "<!-- torch -->" not in cells and cells.count(chapters.PLACEHOLDER) == 2
@@ -598,3 +601,6 @@ Try it.
     assert twins_to_source.templated("see ex-toy-keras-2 and ex-toy-torch-2", "torch") == (
         f"see ex-toy-keras-2 and ex-toy-{chapters.PLACEHOLDER}-2"
     )
+    assert twins_to_source.templated("# Toy — Keras\nIn PyTorch — Keras", "keras") == (
+        f"# Toy — {chapters.NAME_PLACEHOLDER}\nIn PyTorch — Keras"
+    ), "only a title's name is templated"
