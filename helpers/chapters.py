@@ -20,7 +20,21 @@ WINGS = ("torch", "keras")
 
 # Modules every chapter builds on, by level (file stems; `__init__` is the package itself). They keep their names.
 BASE_LAYERS = {
-    "neutral": ("__init__", "chapters", "checks", "claims", "config", "data", "metrics", "plots", "registry"),
+    # text: the text datasets and the tokenizer (chapters 9, 14, 20); tuning: the framework-neutral settings behind
+    # both wings' training.py (losses, optimizers, schedules, the range test; chapters 5, 10, 11, 13, 19, 20)
+    "neutral": (
+        "__init__",
+        "chapters",
+        "checks",
+        "claims",
+        "config",
+        "data",
+        "metrics",
+        "plots",
+        "registry",
+        "text",
+        "tuning",
+    ),
     "torch": ("__init__", "models", "training", "convert"),  # convert: torchvision weights for the Keras port
     "keras": ("__init__", "models", "training", "mobilenet_port"),  # the MobileNetV2 behind keras models
 }
@@ -89,13 +103,17 @@ CHAPTERS: tuple[Chapter, ...] = (
     _both(
         4, "source_pretraining", "04_source_pretraining", builds_on=("models",), tests=("test_source_pretraining.py",)
     ),
-    _both(5, "losses_optimizers", "05_losses_optimizers", "tuning", builds_on=("training",), tests=("test_craft.py",)),
+    _both(5, "losses_optimizers", "05_losses_optimizers", builds_on=("training",), tests=("test_craft.py",)),
     _both(6, "regularization", "06_regularization", builds_on=("training",), tests=("test_craft.py",)),
     _both(7, "evaluation", "07_evaluation", builds_on=("training",), tests=("test_evaluation.py",)),
-    _both(8, "interpretation", "08_interpretation", "interpret", "inspection", tests=("test_interpretation.py",)),
-    _both(9, "text_classification", "09_text_models", "text", "language", tests=("test_text_classification.py",)),
-    _both(10, "few_labels", "10_few_labels", "fewshot", "semisupervised", tests=("test_few_labels.py",)),
-    _both(11, "distillation", "11_distillation", "compression", "distillation", tests=("test_distillation.py",)),
+    _both(
+        8, "interpretation", "08_interpretation", "interpretation", "interpretation", tests=("test_interpretation.py",)
+    ),
+    _both(
+        9, "text_classification", "09_text_models", None, "text_classification", tests=("test_text_classification.py",)
+    ),
+    _both(10, "few_labels", "10_few_labels", "few_labels", "few_labels", tests=("test_few_labels.py",)),
+    _both(11, "distillation", "11_distillation", "distillation", "distillation", tests=("test_distillation.py",)),
     _both(
         12,
         "domain_adaptation",
@@ -108,12 +126,12 @@ CHAPTERS: tuple[Chapter, ...] = (
         13,
         "hyperparameter_search",
         "13_hyperparameter_search",
-        "search",
-        "search",
+        "hyperparameter_search",
+        "hyperparameter_search",
         tests=("test_hyperparameter_search.py",),
     ),
-    _both(14, "peft", "14_peft", "adapters", "adapters", tests=("test_peft.py",)),
-    _both(15, "export", "15_export", "serving", "export", tests=("test_export.py",)),
+    _both(14, "peft", "14_peft", "peft", "peft", tests=("test_peft.py",)),
+    _both(15, "export", "15_export", "export", "export", tests=("test_export.py",)),
     _both(16, "fast_training", "16_fast_training", "throughput", "speed", tests=("test_fast_training.py",)),
     _both(
         17,
@@ -142,7 +160,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         extras=("keras/speech_port.py", "speech_synthesis.py"),
         tests=("test_audio.py",),
     ),
-    _both(20, "image_text", "20_image_text", "multimodal", "multimodal", tests=("test_image_text.py",)),
+    _both(20, "image_text", "20_image_text", "image_text", "image_text", tests=("test_image_text.py",)),
 )
 
 BY_SLUG = {chapter.slug: chapter for chapter in CHAPTERS}

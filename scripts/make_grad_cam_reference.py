@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.interpret import REFERENCE_GRAD_CAM
+from helpers.interpretation import REFERENCE_GRAD_CAM
 
 BLOCKS = (-1, 13)
 TOLERANCE = 2e-3  # maps are in [0, 1]; measured gaps are ~1e-6 at the last block, ~6e-4 at block 13

@@ -55,31 +55,16 @@ NOT_YET_RENAMED = {
         CLAIMS,
     ),
     "losses_optimizers": (
-        {"helpers/tuning.py", "tests/test_craft.py"},
-        f"{CLAIMS} of chapters 5, 10, 11, 13, 19 and 20 (all import tuning; it may become a base layer instead); "
+        {"tests/test_craft.py"},
         f"test_craft.py tests chapters 5 and 6 ({PROSE}: book/05_losses_optimizers)",
     ),
     "regularization": ({"tests/test_craft.py"}, f"split into test_regularization.py with chapter 5's rename; {PROSE}"),
-    "interpretation": ({"helpers/interpret.py", "helpers/torch/inspection.py", "helpers/keras/inspection.py"}, CLAIMS),
-    "text_classification": ({"helpers/text.py", "helpers/torch/language.py", "helpers/keras/language.py"}, CLAIMS),
-    "few_labels": (
-        {"helpers/fewshot.py", "helpers/torch/semisupervised.py", "helpers/keras/semisupervised.py"},
-        CLAIMS,
-    ),
-    "distillation": ({"helpers/compression.py"}, CLAIMS),
     "domain_adaptation": (
         {"helpers/domains.py", "helpers/torch/adaptation.py", "helpers/keras/adaptation.py", "tests/test_domains.py"},
         f"{CLAIMS} (chapter 3 imports domains too: its MNIST-M blend moves to the data layer); "
         f"test_domains.py: {PROSE}",
     ),
-    "hyperparameter_search": ({"helpers/search.py", "helpers/torch/search.py", "helpers/keras/search.py"}, CLAIMS),
-    "peft": ({"helpers/adapters.py", "helpers/torch/adapters.py", "helpers/keras/adapters.py"}, CLAIMS),
-    "export": ({"helpers/serving.py"}, CLAIMS),
     "fast_training": ({"helpers/throughput.py", "helpers/torch/speed.py", "helpers/keras/speed.py"}, CLAIMS),
-    "image_text": (
-        {"helpers/multimodal.py", "helpers/torch/multimodal.py", "helpers/keras/multimodal.py"},
-        CLAIMS,
-    ),
 }
 
 CHAPTER_DIRS = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*") if p.is_dir())

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import torch
 
-from helpers import compression
+from helpers import distillation
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
 from helpers import torch as ht
 
@@ -170,15 +170,15 @@ def test_latency_reports_per_batch_and_per_image(framework):
 
 
 def test_gap_recovered_and_soft_targets():
-    np.testing.assert_allclose(compression.gap_recovered([0.8, 0.75, 0.9], 0.7, 0.9), [0.5, 0.25, 1.0])
-    assert compression.gap_recovered(0.6, 0.7, 0.9) < 0  # distillation that hurts is negative
+    np.testing.assert_allclose(distillation.gap_recovered([0.8, 0.75, 0.9], 0.7, 0.9), [0.5, 0.25, 1.0])
+    assert distillation.gap_recovered(0.6, 0.7, 0.9) < 0  # distillation that hurts is negative
     with pytest.raises(ValueError, match="no gap"):
-        compression.gap_recovered(0.8, 0.7, 0.7)
-    soft = compression.soft_targets(TEACHER, 4.0)
+        distillation.gap_recovered(0.8, 0.7, 0.7)
+    soft = distillation.soft_targets(TEACHER, 4.0)
     np.testing.assert_allclose(soft.sum(axis=1), 1.0)
-    assert (soft.max(axis=1) < compression.soft_targets(TEACHER, 1.0).max(axis=1)).all()
-    assert compression.mean_spread([0.5, 0.7]) == "0.600 ± 0.141"
-    assert compression.time_call(lambda: None, repeats=3, warmup=0) >= 0
+    assert (soft.max(axis=1) < distillation.soft_targets(TEACHER, 1.0).max(axis=1)).all()
+    assert distillation.mean_spread([0.5, 0.7]) == "0.600 ± 0.141"
+    assert distillation.time_call(lambda: None, repeats=3, warmup=0) >= 0
 
 
 def test_keras_ops_are_used_not_numpy():

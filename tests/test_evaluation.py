@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from helpers import data, interpret, metrics, plots
+from helpers import data, interpretation, metrics, plots
 
 matplotlib.use("Agg")
 
@@ -109,7 +109,9 @@ def test_freeze_batchnorm_keeps_statistics_and_scales_while_convolutions_train(b
     assert before.keys() == after.keys() and len(before) == 4 * 52
     moved = [k for k in before if not np.array_equal(before[k], after[k])]
     assert not moved, f"BatchNorm values changed: {moved[:3]}"
-    assert (interpret.relative_change(weights_before, book.block_weights(model)) > 0).all(), "convolutions must train"
+    assert (interpretation.relative_change(weights_before, book.block_weights(model)) > 0).all(), (
+        "convolutions must train"
+    )
 
 
 def _batchnorm_state(book, model):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from helpers import export
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
-from helpers import serving
 from helpers import torch as ht
 from helpers.keras import mobilenet_port
 
@@ -32,7 +32,7 @@ def exports(tmp_path_factory):
         paths = {
             f: book.export_model(model, directory, f, image_size=28, calibration=GREY) for f in book.export_formats()
         }
-        paths["onnx_int8"] = serving.quantize_onnx(paths["onnx"], GREY, directory / "model_int8.onnx")
+        paths["onnx_int8"] = export.quantize_onnx(paths["onnx"], GREY, directory / "model_int8.onnx")
         found[name] = (model, paths)
     return found
 
@@ -43,7 +43,7 @@ def test_every_format_loads_back_and_matches_the_framework_model(name, exports):
     model, paths = exports[name]
     assert set(paths) == {*book.export_formats(), "onnx_int8"} and "onnx" in paths
     for fmt, path in paths.items():
-        assert serving.size_on_disk(path) > 0
+        assert export.size_on_disk(path) > 0
         if fmt.endswith("_int8"):  # int8: close, not equal
             report = book.verify_export(model, path, GREY, max_abs_diff=None, min_agreement=0.5)
             assert report["max_abs_diff"] > 0
@@ -64,7 +64,7 @@ def test_a_perturbed_onnx_weight_fails_the_parity_check(name, exports, tmp_path)
     changed = numpy_helper.to_array(weights) * 1.5
     weights.CopyFrom(numpy_helper.from_array(changed.astype(np.float32), weights.name))
     onnx.save(graph, tmp_path / "perturbed.onnx")
-    with pytest.raises(serving.ParityError, match="disagrees"):
+    with pytest.raises(export.ParityError, match="disagrees"):
         book.verify_export(model, tmp_path / "perturbed.onnx", GREY)
     book.verify_export(model, paths["onnx"], GREY)  # the untouched export still passes
 
@@ -83,7 +83,7 @@ def test_a_model_changed_after_export_fails_the_parity_check(name, tmp_path):
     else:
         dense = head.layers[-1]
         dense.bias.assign(dense.bias.numpy() + 5 * np.arange(10.0, dtype=np.float32))
-    with pytest.raises(serving.ParityError):
+    with pytest.raises(export.ParityError):
         book.verify_export(model, path, GREY)
 
 
@@ -128,9 +128,9 @@ def test_the_same_fine_tuned_weights_give_the_same_onnx_predictions_from_both_fr
 
     torch_onnx = ht.export_model(model, tmp_path / "torch", "onnx", image_size=32)
     keras_onnx = hk.export_model(twin, tmp_path / "keras", "onnx", image_size=32)
-    from_torch = serving.batched(serving.onnx_predictor(torch_onnx), images[16:])
-    from_keras = serving.batched(serving.onnx_predictor(keras_onnx), images[16:])
-    report = serving.check_parity(serving.parity(from_torch, from_keras), max_abs_diff=1e-4, min_agreement=1.0)
+    from_torch = export.batched(export.onnx_predictor(torch_onnx), images[16:])
+    from_keras = export.batched(export.onnx_predictor(keras_onnx), images[16:])
+    report = export.check_parity(export.parity(from_torch, from_keras), max_abs_diff=1e-4, min_agreement=1.0)
     assert report["examples"] == 16
     np.testing.assert_allclose(from_torch, ht.predict(model, images[16:]), atol=1e-4)
 
@@ -141,26 +141,26 @@ def test_the_same_fine_tuned_weights_give_the_same_onnx_predictions_from_both_fr
 def test_parity_statistics_against_a_hand_computation():
     reference = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 0.5]])
     exported = reference + np.array([[0.0, 0.0, 0.1], [0.0, -2.5, 0.0], [0.0, 0.0, 0.0]])
-    report = serving.parity(reference, exported, labels=np.array([0, 1, 2]))
+    report = export.parity(reference, exported, labels=np.array([0, 1, 2]))
     assert report["max_abs_diff"] == pytest.approx(2.5) and report["mean_abs_diff"] == pytest.approx(2.6 / 9)
     assert report["top1_agreement"] == pytest.approx(2 / 3)  # row 1 now predicts class 2
     assert report["accuracy_reference"] == pytest.approx(2 / 3) and report["accuracy_exported"] == pytest.approx(1 / 3)
     assert report["accuracy_change"] == pytest.approx(-1 / 3)
-    serving.check_parity(report, max_abs_diff=None, min_agreement=0.6)
-    with pytest.raises(serving.ParityError, match="max"):
-        serving.check_parity(report, max_abs_diff=1.0, min_agreement=0.0)
+    export.check_parity(report, max_abs_diff=None, min_agreement=0.6)
+    with pytest.raises(export.ParityError, match="max"):
+        export.check_parity(report, max_abs_diff=1.0, min_agreement=0.0)
     with pytest.raises(ValueError, match="one shape"):
-        serving.parity(reference, exported[:2])
+        export.parity(reference, exported[:2])
 
 
 def test_latency_percentiles_and_sizes(tmp_path):
     calls = []
-    result = serving.latency(lambda x: calls.append(x.shape), np.zeros((3, 4, 4, 1)), repeats=7, warmup=2)
+    result = export.latency(lambda x: calls.append(x.shape), np.zeros((3, 4, 4, 1)), repeats=7, warmup=2)
     assert calls == [(1, 4, 4, 1)] * 9 and 0 <= result["p50_ms"] <= result["p95_ms"]
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a").write_bytes(b"x" * 10)
     (tmp_path / "d" / "b").write_bytes(b"x" * 5)
-    assert serving.size_on_disk(tmp_path / "d") == 15 and serving.size_on_disk(tmp_path / "d" / "b") == 5
+    assert export.size_on_disk(tmp_path / "d") == 15 and export.size_on_disk(tmp_path / "d" / "b") == 5
 
 
 # ---- the HTTP app ----
@@ -183,39 +183,39 @@ def server():
         bright = x.reshape(len(x), -1).mean(1)
         return np.stack([-bright, bright], axis=1)
 
-    app = serving.make_app(predict, lambda images: images.astype(np.float32) / 255, ["dark", "bright"], (28, 28))
-    running, thread, url = serving.start_server(app)
+    app = export.make_app(predict, lambda images: images.astype(np.float32) / 255, ["dark", "bright"], (28, 28))
+    running, thread, url = export.start_server(app)
     yield url
-    serving.stop_server(running, thread)
+    export.stop_server(running, thread)
     assert not thread.is_alive()
 
 
 def test_the_app_answers_good_requests(server):
     images = np.zeros((3, 28, 28), np.uint8)
     images[1] = 255
-    status, answer = serving.post(server + "/predict", serving.npy_bytes(images))
+    status, answer = export.post(server + "/predict", export.npy_bytes(images))
     assert status == 200 and [p["class"] for p in answer["predictions"]] == ["dark", "bright", "dark"]
-    status, answer = serving.post(server + "/predict", serving.png_bytes(images[1]), "image/png")
+    status, answer = export.post(server + "/predict", export.png_bytes(images[1]), "image/png")
     assert status == 200 and answer["predictions"][0]["class_id"] == 1
 
 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (serving.npy_bytes(np.zeros((2, 32, 32), np.uint8)), 422, "28x28"),
-        (serving.npy_bytes(np.zeros((28, 28, 3), np.uint8)), 422, "28x28"),
-        (serving.npy_bytes(np.zeros((28, 28), np.float32)), 422, "uint8"),
-        (serving.npy_bytes(np.zeros((0, 28, 28), np.uint8)), 422, "between 1 and"),
+        (export.npy_bytes(np.zeros((2, 32, 32), np.uint8)), 422, "28x28"),
+        (export.npy_bytes(np.zeros((28, 28, 3), np.uint8)), 422, "28x28"),
+        (export.npy_bytes(np.zeros((28, 28), np.float32)), 422, "uint8"),
+        (export.npy_bytes(np.zeros((0, 28, 28), np.uint8)), 422, "between 1 and"),
         (b'{"image": "a cat"}', 415, "neither"),
         (b"", 400, "empty"),
-        (serving.npy_bytes(np.zeros((28, 28), np.uint8))[:60], 400, "could not be read"),
-        (serving.png_bytes(np.zeros((28, 28), np.uint8))[:30], 400, "could not be decoded"),
+        (export.npy_bytes(np.zeros((28, 28), np.uint8))[:60], 400, "could not be read"),
+        (export.png_bytes(np.zeros((28, 28), np.uint8))[:30], 400, "could not be decoded"),
         (pickled_npy(), 400, "could not be read"),
     ],
     ids=["wrong size", "colour", "floats", "no images", "json", "empty", "cut npy", "cut png", "pickle"],
 )
 def test_the_app_refuses_bad_requests_with_a_4xx_and_a_json_error(server, body, status, message):
-    got, answer = serving.post(server + "/predict", body)
+    got, answer = export.post(server + "/predict", body)
     assert got == status and message in answer["error"], answer
 
 
@@ -225,5 +225,5 @@ def test_the_app_refuses_wrong_methods_and_stays_up(server):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(server + "/predict")
     assert error.value.code == 405 and "error" in error.value.read().decode()
-    status, _ = serving.post(server + "/predict", serving.npy_bytes(np.zeros((28, 28), np.uint8)))
+    status, _ = export.post(server + "/predict", export.npy_bytes(np.zeros((28, 28), np.uint8)))
     assert status == 200

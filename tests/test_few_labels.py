@@ -9,7 +9,7 @@ import importlib
 import numpy as np
 import pytest
 
-from helpers import fewshot
+from helpers import few_labels
 
 
 @pytest.fixture(params=["torch", "keras"], scope="module")
@@ -30,16 +30,16 @@ def _blobs(per_class=30, classes=3, dim=8, spread=0.3, seed=0):
 
 def test_prototypes_are_class_means_and_the_nearest_one_wins():
     x = np.array([[0, 0], [2, 0], [10, 10], [12, 10]], dtype=np.float32)
-    protos = fewshot.prototypes(x, np.array([0, 0, 1, 1]))
+    protos = few_labels.prototypes(x, np.array([0, 0, 1, 1]))
     np.testing.assert_allclose(protos, [[1, 0], [11, 10]])
-    scores = fewshot.prototype_scores(np.array([[1, 1], [9, 9]], dtype=np.float32), protos)
+    scores = few_labels.prototype_scores(np.array([[1, 1], [9, 9]], dtype=np.float32), protos)
     np.testing.assert_allclose(scores[0], [-1.0, -(100 + 81)])  # minus squared distances, by hand
     assert scores.argmax(1).tolist() == [0, 1]
 
 
 def test_centre_normalise_gives_unit_vectors_around_the_mean():
     x, _ = _blobs()
-    out = fewshot.centre_normalise(x, x.mean(0))
+    out = few_labels.centre_normalise(x, x.mean(0))
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(out[0], (x[0] - x.mean(0)) / np.linalg.norm(x[0] - x.mean(0)), rtol=1e-5)
 
@@ -50,44 +50,44 @@ def test_centring_helps_prototypes_when_a_shared_offset_dominates():
     x = x + 50.0 * np.abs(np.random.default_rng(1).normal(size=(len(x), 1))).astype(np.float32)  # a random scale
     pool, query = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
     args = (x[pool], y[pool], x[query], y[query], 1)
-    raw = fewshot.episode_accuracies(*args, episodes=10).mean()
-    cl2n = fewshot.episode_accuracies(*args, episodes=10, mean=x[pool].mean(0)).mean()
+    raw = few_labels.episode_accuracies(*args, episodes=10).mean()
+    cl2n = few_labels.episode_accuracies(*args, episodes=10, mean=x[pool].mean(0)).mean()
     assert cl2n > raw + 0.1
 
 
 def test_labelled_split_is_deterministic_balanced_and_disjoint():
     labels = np.repeat(np.arange(4), 10)
-    picked, rest = fewshot.labelled_split(labels, 3, seed=5)
-    again, _ = fewshot.labelled_split(labels, 3, seed=5)
+    picked, rest = few_labels.labelled_split(labels, 3, seed=5)
+    again, _ = few_labels.labelled_split(labels, 3, seed=5)
     np.testing.assert_array_equal(picked, again)
     assert np.bincount(labels[picked]).tolist() == [3, 3, 3, 3]
     assert not set(picked) & set(rest) and len(picked) + len(rest) == len(labels)
-    assert not np.array_equal(picked, fewshot.labelled_split(labels, 3, seed=6)[0])
+    assert not np.array_equal(picked, few_labels.labelled_split(labels, 3, seed=6)[0])
 
 
 def test_fixed_steps_gives_the_same_number_of_examples_for_any_data_size():
     x, y = _blobs(per_class=2)
-    fx, fy = fewshot.fixed_steps(x, y, steps=7, batch_size=5)
+    fx, fy = few_labels.fixed_steps(x, y, steps=7, batch_size=5)
     assert len(fx) == len(fy) == 35 and set(fy.tolist()) == {0, 1, 2}
 
 
 def test_confident_keeps_rows_at_or_above_the_threshold():
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
-    kept, labels = fewshot.confident(probs, 0.8)
+    kept, labels = few_labels.confident(probs, 0.8)
     assert kept.tolist() == [0, 2] and labels.tolist() == [0, 1]
-    assert fewshot.precision(labels, np.array([0, 0])) == 0.5
+    assert few_labels.precision(labels, np.array([0, 0])) == 0.5
 
 
 def test_augmentations_keep_shape_and_type_and_change_pixels():
     images = np.random.default_rng(0).integers(0, 255, size=(6, 28, 28), dtype=np.uint8)
-    weak, strong = fewshot.weak_augment(images, seed=0), fewshot.strong_augment(images, seed=0)
+    weak, strong = few_labels.weak_augment(images, seed=0), few_labels.strong_augment(images, seed=0)
     assert weak.shape == strong.shape == images.shape and weak.dtype == strong.dtype == np.uint8
     assert np.abs(strong.astype(int) - images).mean() > np.abs(weak.astype(int) - images).mean() > 0
-    np.testing.assert_array_equal(strong, fewshot.strong_augment(images, seed=0))
+    np.testing.assert_array_equal(strong, few_labels.strong_augment(images, seed=0))
 
 
 def test_feature_views_are_disjoint_and_cover_everything():
-    a, b = fewshot.feature_views(10, seed=0)
+    a, b = few_labels.feature_views(10, seed=0)
     assert sorted([*a, *b]) == list(range(10)) and len(a) == len(b) == 5
 
 
@@ -97,19 +97,19 @@ def test_feature_views_are_disjoint_and_cover_everything():
 @pytest.mark.parametrize("threshold", [0, 1, 1.5, -0.1, True, "0.9"])
 def test_threshold_outside_zero_one_is_refused(threshold):
     with pytest.raises(ValueError, match=r"strictly between 0 and 1"):
-        fewshot.confident(np.array([[0.5, 0.5]]), threshold)
+        few_labels.confident(np.array([[0.5, 0.5]]), threshold)
 
 
 def test_labelled_budget_larger_than_the_pool_is_refused():
     with pytest.raises(ValueError, match=r"budget of 11 per class is larger than the pool: class \d has only 10"):
-        fewshot.labelled_split(np.repeat(np.arange(3), 10), 11)
+        few_labels.labelled_split(np.repeat(np.arange(3), 10), 11)
 
 
 @pytest.mark.parametrize("shots", [0, -1, 1.5])
 def test_shots_must_be_positive(shots):
     x, y = _blobs()
     with pytest.raises(ValueError, match=r"shots must be an integer >= 1"):
-        fewshot.episode_accuracies(x, y, x, y, shots)
+        few_labels.episode_accuracies(x, y, x, y, shots)
 
 
 def test_unlabelled_data_with_labels_is_refused(book):
@@ -173,7 +173,7 @@ def test_pseudo_labels_keep_only_confident_predictions(book):
 
 def test_self_training_adds_pseudo_labels_and_records_each_round(book):
     x, y = _blobs(per_class=40)
-    picked, rest = fewshot.labelled_split(y, 2, seed=0)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
     records = book.self_train(
         lambda width: book.new_head(width, 3),
         (x[picked], y[picked]),
@@ -188,15 +188,15 @@ def test_self_training_adds_pseudo_labels_and_records_each_round(book):
     assert [r["round"] for r in records] == [0, 1] and len(records[0]["indices"]) == 0
     assert (
         len(records[1]["indices"]) > 0
-        and fewshot.precision(records[1]["pseudo_labels"], y[rest][records[1]["indices"]]) > 0.9
+        and few_labels.precision(records[1]["pseudo_labels"], y[rest][records[1]["indices"]]) > 0.9
     )
-    assert fewshot.best_round(records)["val_accuracy"] == max(r["val_accuracy"] for r in records)
+    assert few_labels.best_round(records)["val_accuracy"] == max(r["val_accuracy"] for r in records)
 
 
 def test_co_training_each_view_learns_from_the_other(book):
     x, y = _blobs(per_class=40)
-    picked, rest = fewshot.labelled_split(y, 2, seed=0)
-    views = fewshot.feature_views(8, seed=0)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
+    views = few_labels.feature_views(8, seed=0)
     records = book.co_train(
         lambda width: book.new_head(width, 3),
         (x[picked], y[picked]),
@@ -215,7 +215,7 @@ def test_co_training_each_view_learns_from_the_other(book):
 
 def test_fit_consistency_learns_and_the_mask_rate_rises(book):
     x, y = _blobs(per_class=40, spread=0.5)
-    picked, rest = fewshot.labelled_split(y, 2, seed=0)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
     noisy = x[rest] + np.random.default_rng(0).normal(scale=0.3, size=x[rest].shape).astype(np.float32)
     book.seed(0)
     head = book.new_head(8, 3)
@@ -228,9 +228,9 @@ def test_fit_consistency_learns_and_the_mask_rate_rises(book):
 
 
 def test_semi_supervised_task_is_balanced_and_repeats_from_its_seed():
-    task = fewshot.semi_supervised_task(6, 3, 2, seed=4)
+    task = few_labels.semi_supervised_task(6, 3, 2, seed=4)
     assert [np.bincount(task[f"{s}_y"]).tolist() for s in ("pool", "val", "test")] == [[6] * 10, [3] * 10, [2] * 10]
-    again = fewshot.semi_supervised_task(6, 3, 2, seed=4)
+    again = few_labels.semi_supervised_task(6, 3, 2, seed=4)
     assert all(np.array_equal(task[k], again[k]) for k in task)
     flat = lambda images: {image.tobytes() for image in images}
     assert not flat(task["pool_x"]) & flat(task["val_x"])  # the validation images are not in the pool

@@ -6,12 +6,12 @@ import numpy as np
 import optuna
 import pytest
 
+from helpers import hyperparameter_search
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
-from helpers import search
 from helpers import torch as ht
 
 FRAMEWORKS = {"torch": ht, "keras": hk}
-SPACE = search.space(4)
+SPACE = hyperparameter_search.space(4)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -21,7 +21,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
         ({"lr": 1e-3}, "unknown name 'lr'"),
         ({"head_lr": 5.0}, "head_lr=5.0 outside its range"),
         ({"unfreeze": 1.5}, "unfreeze=1.5 outside its range"),
-        ({"unfreeze": search.MAX_UNFREEZE + 1}, "outside its range"),
+        ({"unfreeze": hyperparameter_search.MAX_UNFREEZE + 1}, "outside its range"),
         ({"epochs": 0}, "epochs=0 outside its range"),
         ({"weight_decay": "big"}, "weight_decay='big' outside its range"),
         ({"unfreeze": True}, "outside its range"),
@@ -29,22 +29,22 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 )
 def test_bad_hyperparameters_get_one_error_listing_the_known_ones(params, fragment):
     with pytest.raises(ValueError, match="Known parameters: head_lr in") as error:
-        search.check_params(params, SPACE)
+        hyperparameter_search.check_params(params, SPACE)
     assert fragment in str(error.value)
     assert all(name in str(error.value) for name in SPACE)
 
 
 def test_check_params_fills_in_the_defaults_and_converts_integers():
-    full = search.check_params({"unfreeze": np.int64(2), "head_lr": 1e-2}, SPACE)
-    assert full == {**search.defaults(SPACE), "unfreeze": 2, "head_lr": 1e-2}
+    full = hyperparameter_search.check_params({"unfreeze": np.int64(2), "head_lr": 1e-2}, SPACE)
+    assert full == {**hyperparameter_search.defaults(SPACE), "unfreeze": 2, "head_lr": 1e-2}
     assert isinstance(full["unfreeze"], int) and full["epochs"] == 4
     assert all(p.contains(p.default) for p in SPACE.values())
 
 
 @pytest.mark.parametrize("budget", [4, 8, 12, 16, 40, 100])
 def test_the_grid_fits_the_budget_and_stays_in_the_space(budget):
-    values = search.grid(SPACE, budget)
-    assert search.grid_size(values) * 4 <= max(budget, 4)
+    values = hyperparameter_search.grid(SPACE, budget)
+    assert hyperparameter_search.grid_size(values) * 4 <= max(budget, 4)
     assert values["epochs"] == [4]
     for name, levels in values.items():
         assert levels == sorted(levels) and all(SPACE[name].contains(v) for v in levels), name
@@ -61,34 +61,36 @@ def _fake_trial(params, seed=0, report=None):
     return {"val_accuracy": history[-1], "history": history}
 
 
-@pytest.mark.parametrize("method", search.METHODS)
+@pytest.mark.parametrize("method", hyperparameter_search.METHODS)
 def test_every_method_spends_the_budget_and_no_more(method):
-    result = search.run_search(_fake_trial, method, SPACE, budget=40, seed=1)
+    result = hyperparameter_search.run_search(_fake_trial, method, SPACE, budget=40, seed=1)
     assert result["spent"] == sum(t["epochs"] for t in result["trials"])
     if method == "grid":
-        assert len(result["trials"]) == search.grid_size(search.grid(SPACE, 40))
+        assert len(result["trials"]) == hyperparameter_search.grid_size(hyperparameter_search.grid(SPACE, 40))
         assert result["spent"] <= 40
     else:
         assert result["spent"] == 40
     done = [t for t in result["trials"] if t["state"] == "complete"]
     assert result["best"]["value"] == max(t["value"] for t in done) == result["winner"]["val_accuracy"]
     assert all(t["epochs"] == t["params"]["epochs"] for t in done)
-    curve = search.best_so_far(result)
+    curve = hyperparameter_search.best_so_far(result)
     filled = curve[~np.isnan(curve)]
     assert np.all(np.diff(filled) >= 0) and filled[-1] == result["best"]["value"]
-    np.testing.assert_array_equal(search.mean_curve([result, result]), curve)
+    np.testing.assert_array_equal(hyperparameter_search.mean_curve([result, result]), curve)
 
 
 def test_pruning_stops_trials_early_and_their_epochs_count():
-    result = search.run_search(_fake_trial, "hyperband", search.space(9), budget=90, seed=0)
+    result = hyperparameter_search.run_search(
+        _fake_trial, "hyperband", hyperparameter_search.space(9), budget=90, seed=0
+    )
     pruned = [t for t in result["trials"] if t["state"] == "pruned"]
     assert pruned and all(t["epochs"] < t["params"]["epochs"] for t in pruned)
-    assert search.counts(result)["trials"] > 90 // 9  # more trials than full-length ones would fit
+    assert hyperparameter_search.counts(result)["trials"] > 90 // 9  # more trials than full-length ones would fit
 
 
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="known methods: grid, random, tpe, halving, hyperband"):
-        search.run_search(_fake_trial, "bayes", SPACE, budget=8)
+        hyperparameter_search.run_search(_fake_trial, "bayes", SPACE, budget=8)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def features(backbones, images):
 
 
 def test_cached_features_agree_across_frameworks_and_with_the_whole_network(backbones, images, features):
-    for k in range(search.MAX_UNFREEZE + 1):
+    for k in range(hyperparameter_search.MAX_UNFREEZE + 1):
         np.testing.assert_allclose(features["torch"][k], features["keras"][k], atol=2e-4)
     for name, fw in FRAMEWORKS.items():
         assert features[name][0].shape == (12, 1280)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 import torch
 
+from helpers import image_text
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
-from helpers import multimodal
 from helpers import torch as ht
 
 RNG = np.random.default_rng(0)
@@ -39,7 +39,7 @@ def by_hand(images, texts, logit_scale):
 @pytest.mark.parametrize("logit_scale", [0.0, math.log(1 / 0.07), 2.0, 7.0])  # 7.0: clamped at log(100)
 def test_contrastive_loss_equals_numpy_and_a_hand_computation(framework, logit_scale):
     expected = by_hand(IMAGES.astype(np.float64), TEXTS.astype(np.float64), logit_scale)
-    assert multimodal.info_nce(IMAGES, TEXTS, logit_scale) == pytest.approx(expected, rel=1e-9)
+    assert image_text.info_nce(IMAGES, TEXTS, logit_scale) == pytest.approx(expected, rel=1e-9)
     assert framework_loss(framework, IMAGES, TEXTS, logit_scale) == pytest.approx(expected, rel=1e-5)
 
 
@@ -92,7 +92,7 @@ def test_both_frameworks_train_the_same_projections_from_the_same_start():
         ht.embed_texts(torch_model, text_features), hk.embed_texts(keras_model, text_features), atol=1e-4
     )
     assert ht.temperature_of(torch_model) == pytest.approx(hk.temperature_of(keras_model), rel=1e-4)
-    assert ht.temperature_of(torch_model) != pytest.approx(multimodal.INITIAL_TEMPERATURE, rel=1e-3)  # it learned
+    assert ht.temperature_of(torch_model) != pytest.approx(image_text.INITIAL_TEMPERATURE, rel=1e-3)  # it learned
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -106,7 +106,7 @@ def test_training_aligns_matching_pairs(framework):
     text_features = (centres_text[labels] + 0.1 * RNG.normal(size=(60, 10))).astype(np.float32)
     model = book.contrastive_heads(16, 10, 8)
     book.fit_contrastive(model, image_features, text_features, epochs=8, lr=3e-2, batch_size=20)
-    scores = multimodal.zero_shot_scores(
+    scores = image_text.zero_shot_scores(
         book.embed_images(model, image_features), book.embed_texts(model, centres_text.astype(np.float32))
     )
     assert (scores.argmax(1) == labels).mean() > 0.9
@@ -114,57 +114,57 @@ def test_training_aligns_matching_pairs(framework):
 
 
 def test_captions_prompts_and_ensembles():
-    table = multimodal.caption_table(["coat", "ankle boot"], ["a photo of a {}.", "this is a {}."])
+    table = image_text.caption_table(["coat", "ankle boot"], ["a photo of a {}.", "this is a {}."])
     assert table == ["a photo of a coat.", "this is a coat.", "a photo of an ankle boot.", "this is an ankle boot."]
-    rows = multimodal.pair_captions(np.array([1, 0, 1]), 2, seed=0)
+    rows = image_text.pair_captions(np.array([1, 0, 1]), 2, seed=0)
     assert [table[r].endswith("boot.") for r in rows] == [True, False, True]
     text = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [0.0, -3.0]])
-    ensemble = multimodal.class_embeddings(text, 2, 2)
+    ensemble = image_text.class_embeddings(text, 2, 2)
     np.testing.assert_allclose(ensemble, [[np.sqrt(0.5), np.sqrt(0.5)], [-np.sqrt(0.5), -np.sqrt(0.5)]])
-    scores = multimodal.zero_shot_scores(np.array([[2.0, 2.0], [0.0, -1.0]]), ensemble)
+    scores = image_text.zero_shot_scores(np.array([[2.0, 2.0], [0.0, -1.0]]), ensemble)
     np.testing.assert_allclose(scores, [[1.0, -1.0], [-np.sqrt(0.5), np.sqrt(0.5)]], atol=1e-12)
-    assert set(multimodal.SEEN_CLASSES) | set(multimodal.UNSEEN_CLASSES) == set(range(10))
+    assert set(image_text.SEEN_CLASSES) | set(image_text.UNSEEN_CLASSES) == set(range(10))
 
 
 def test_recall_at_k_on_hand_made_rankings():
     similarity = np.array([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.7, 0.1], [0.0, 0.1, 0.2, 0.3]])
     relevant = np.array([[False, False, True, False], [True, False, False, False], [False, False, True, True]])
     # query 0: relevant item ranked 2nd; query 1: ranked 3rd; query 2: ranked 1st
-    assert multimodal.recall_at_k(similarity, relevant, 1) == pytest.approx(1 / 3)
-    assert multimodal.recall_at_k(similarity, relevant, 2) == pytest.approx(2 / 3)
-    assert multimodal.recall_at_k(similarity, relevant, 3) == pytest.approx(1.0)
-    assert multimodal.chance_recall_at_k(1, 4, 1) == pytest.approx(0.25)
-    assert multimodal.chance_recall_at_k(2, 4, 2) == pytest.approx(1 - 1 / 6)
-    assert multimodal.chance_recall_at_k(4, 4, 1) == 1.0
+    assert image_text.recall_at_k(similarity, relevant, 1) == pytest.approx(1 / 3)
+    assert image_text.recall_at_k(similarity, relevant, 2) == pytest.approx(2 / 3)
+    assert image_text.recall_at_k(similarity, relevant, 3) == pytest.approx(1.0)
+    assert image_text.chance_recall_at_k(1, 4, 1) == pytest.approx(0.25)
+    assert image_text.chance_recall_at_k(2, 4, 2) == pytest.approx(1 - 1 / 6)
+    assert image_text.chance_recall_at_k(4, 4, 1) == 1.0
     random = np.random.default_rng(1).random((4000, 20))
-    hits = multimodal.recall_at_k(random, np.tile(np.arange(20) < 3, (4000, 1)), 4)
-    assert hits == pytest.approx(multimodal.chance_recall_at_k(3, 20, 4), abs=0.03)
+    hits = image_text.recall_at_k(random, np.tile(np.arange(20) < 3, (4000, 1)), 4)
+    assert hits == pytest.approx(image_text.chance_recall_at_k(3, 20, 4), abs=0.03)
 
 
 def test_linear_probe_separates_separable_features():
     features = np.concatenate([RNG.normal(size=(10, 5)) - 3, RNG.normal(size=(10, 5)) + 3])
     labels = np.repeat([0, 1], 10)
-    probs = multimodal.linear_probe(features, labels, features)
+    probs = image_text.linear_probe(features, labels, features)
     assert probs.shape == (20, 2) and (probs.argmax(1) == labels).all()
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: multimodal.check_captions(["a coat.", "", "a bag."]), r"captions \[1\] are empty"),
-        (lambda: multimodal.check_captions(["a coat.", "   "]), "empty, only whitespace"),
-        (lambda: multimodal.check_captions([]), "at least one caption"),
-        (lambda: multimodal.check_captions("a coat."), "list of strings"),
-        (lambda: multimodal.check_captions(["a coat.", None]), "not strings"),
-        (lambda: multimodal.caption_table(["coat"], ["a photo of clothing."]), r"exactly one \{\} slot"),
-        (lambda: multimodal.caption_table(["coat", ""], ["a photo of a {}."]), "class names"),
-        (lambda: multimodal.caption_table(["coat", "coat"], ["a {}."]), "distinct"),
-        (lambda: multimodal.class_indices(["coat", "hat"]), r"\['hat'\] are not among the caption names"),
-        (lambda: multimodal.pair_captions(np.array([0, -1]), 3), "class ids >= 0"),
-        (lambda: multimodal.class_embeddings(np.ones((5, 3)), 2, 2), "2 classes x 2 templates"),
-        (lambda: multimodal.zero_shot_scores(np.ones((2, 3)), np.ones((2, 4))), "one common width"),
-        (lambda: multimodal.recall_at_k(np.ones((2, 3)), np.ones((2, 3), bool), 4), "k must be an integer from 1"),
-        (lambda: multimodal.recall_at_k(np.ones((2, 3)), np.zeros((2, 3), bool), 1), "at least one relevant"),
+        (lambda: image_text.check_captions(["a coat.", "", "a bag."]), r"captions \[1\] are empty"),
+        (lambda: image_text.check_captions(["a coat.", "   "]), "empty, only whitespace"),
+        (lambda: image_text.check_captions([]), "at least one caption"),
+        (lambda: image_text.check_captions("a coat."), "list of strings"),
+        (lambda: image_text.check_captions(["a coat.", None]), "not strings"),
+        (lambda: image_text.caption_table(["coat"], ["a photo of clothing."]), r"exactly one \{\} slot"),
+        (lambda: image_text.caption_table(["coat", ""], ["a photo of a {}."]), "class names"),
+        (lambda: image_text.caption_table(["coat", "coat"], ["a {}."]), "distinct"),
+        (lambda: image_text.class_indices(["coat", "hat"]), r"\['hat'\] are not among the caption names"),
+        (lambda: image_text.pair_captions(np.array([0, -1]), 3), "class ids >= 0"),
+        (lambda: image_text.class_embeddings(np.ones((5, 3)), 2, 2), "2 classes x 2 templates"),
+        (lambda: image_text.zero_shot_scores(np.ones((2, 3)), np.ones((2, 4))), "one common width"),
+        (lambda: image_text.recall_at_k(np.ones((2, 3)), np.ones((2, 3), bool), 4), "k must be an integer from 1"),
+        (lambda: image_text.recall_at_k(np.ones((2, 3)), np.zeros((2, 3), bool), 1), "at least one relevant"),
     ],
 )
 def test_bad_captions_templates_and_metric_input_get_one_clear_value_error(call, message):

@@ -8,7 +8,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from helpers import data, interpret
+from helpers import data, interpretation
 
 matplotlib.use("Agg")
 
@@ -33,7 +33,7 @@ def _framework(book):
 @pytest.mark.parametrize("block", [-1, 13])
 def test_grad_cam_matches_both_frameworks_stored_maps(book, photos, block):
     maps = book.grad_cam(book.pretrained_model("mobilenet_v2"), photos, block_index=block)
-    reference = np.load(interpret.REFERENCE_GRAD_CAM)
+    reference = np.load(interpretation.REFERENCE_GRAD_CAM)
     other = "keras" if _framework(book) == "torch" else "torch"
     for framework in (_framework(book), other):
         np.testing.assert_allclose(maps, reference[f"{framework}_block{block}"], atol=2e-3)
@@ -84,7 +84,7 @@ def test_split_model_reproduces_the_model_and_shares_its_weights(book, images):
     book.freeze(lower)
     before = book.block_weights(model)
     book.fit(upper, (entering, y), epochs=1, lr=0.01, batch_size=4, verbose=False)
-    change = interpret.relative_change(before, book.block_weights(model))
+    change = interpretation.relative_change(before, book.block_weights(model))
     assert (change[:17] == 0).all() and (change[17:] > 0).all(), "training the upper part must train the model"
 
 
@@ -106,18 +106,18 @@ def test_block_weights_cover_every_parameter_and_match_across_frameworks():
         weights = book.block_weights(backbone)
         assert len(weights) == 19 and sum(w.size for w in weights) == book.count_params(backbone)["total"]
         sizes[book] = [w.size for w in weights]
-        np.testing.assert_array_equal(interpret.relative_change(weights, weights), np.zeros(19))
+        np.testing.assert_array_equal(interpretation.relative_change(weights, weights), np.zeros(19))
     assert sizes[ht] == sizes[hk]
 
 
 def test_relative_change_values_and_errors():
     before = [np.array([3.0, 4.0]), np.ones(3)]
     after = [np.array([3.0, 4.5]), np.ones(3)]
-    np.testing.assert_allclose(interpret.relative_change(before, after), [0.1, 0.0])
+    np.testing.assert_allclose(interpretation.relative_change(before, after), [0.1, 0.0])
     with pytest.raises(ValueError, match="same blocks"):
-        interpret.relative_change(before, after[:1])
+        interpretation.relative_change(before, after[:1])
     with pytest.raises(ValueError, match="block 1"):
-        interpret.relative_change(before, [after[0], np.ones(2)])
+        interpretation.relative_change(before, [after[0], np.ones(2)])
 
 
 # ---- neutral Grad-CAM arithmetic ----
@@ -129,23 +129,25 @@ def test_grad_cam_maps_weight_channels_by_mean_gradient():
     activations[0, 1, 1, 1] = 1.0
     gradients = np.zeros_like(activations)
     gradients[..., 0], gradients[..., 1] = 1.0, -1.0  # channel 1 lowers the score
-    np.testing.assert_allclose(interpret.grad_cam_maps(activations, gradients)[0], [[1, 0], [0, 0]])
-    np.testing.assert_array_equal(interpret.grad_cam_maps(activations, -gradients * 0), np.zeros((1, 2, 2)))
+    np.testing.assert_allclose(interpretation.grad_cam_maps(activations, gradients)[0], [[1, 0], [0, 0]])
+    np.testing.assert_array_equal(interpretation.grad_cam_maps(activations, -gradients * 0), np.zeros((1, 2, 2)))
     with pytest.raises(ValueError, match="NHWC"):
-        interpret.grad_cam_maps(activations, gradients[..., :1])
+        interpretation.grad_cam_maps(activations, gradients[..., :1])
 
 
 def test_target_classes():
     logits = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
-    assert interpret.target_classes(logits).tolist() == [1, 0]
-    assert interpret.target_classes(logits, 2).tolist() == [2, 2]
-    assert interpret.target_classes(logits, np.array([0, 1])).tolist() == [0, 1]
+    assert interpretation.target_classes(logits).tolist() == [1, 0]
+    assert interpretation.target_classes(logits, 2).tolist() == [2, 2]
+    assert interpretation.target_classes(logits, np.array([0, 1])).tolist() == [0, 1]
     with pytest.raises(ValueError, match="0..2"):
-        interpret.target_classes(logits, 3)
+        interpretation.target_classes(logits, 3)
     with pytest.raises(ValueError, match="one integer or 2 integers"):
-        interpret.target_classes(logits, [0.5, 1.0])
+        interpretation.target_classes(logits, [0.5, 1.0])
 
 
 def test_interpret_imports_no_framework():
-    code = "import sys, helpers.interpret; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "
+    code = (
+        "import sys, helpers.interpretation; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "
+    )
     subprocess.run([sys.executable, "-c", code + "assert not bad, bad"], check=True)

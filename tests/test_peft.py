@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import adapters
+from helpers import peft as peft_helpers
 
 TEXTS = ["Win a FREE iPhone now!!! Click here", "The meeting moved to 3pm tomorrow.", "patch works for me, thanks"]
 HIDDEN, LAYERS, HEADS, HEAD_DIM = 384, 6, 12, 32
 HEAD_PARAMS = HIDDEN * 2 + 2  # the linear head for two classes
 MODEL_PARAMS = 22_713_216 + HEAD_PARAMS  # MiniLM with its (unused, frozen) pooler, and the head
-PROJECTIONS = LAYERS * len(adapters.LORA_TARGETS)  # query and value in each of the six layers
+PROJECTIONS = LAYERS * len(peft_helpers.LORA_TARGETS)  # query and value in each of the six layers
 
 
 @pytest.fixture(params=["torch", "keras"], scope="module")
@@ -41,27 +41,27 @@ def _lora_params(book, rank: int) -> int:
 
 
 def test_neutral_module_imports_no_framework():
-    code = "import sys, helpers.adapters; assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)"
+    code = "import sys, helpers.peft; assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("rank", [0, -1, 2.5, True, "4", 33])
 def test_check_rank_rejects_bad_ranks_with_one_value_error(rank):
     with pytest.raises(ValueError, match="LoRA rank must be an integer from 1 to 32"):
-        adapters.check_rank(rank, 32)
+        peft_helpers.check_rank(rank, 32)
 
 
 def test_training_state_bytes_counts_weights_gradients_and_two_adam_moments():
-    state = adapters.training_state_bytes(1000, 10)
+    state = peft_helpers.training_state_bytes(1000, 10)
     assert state == {"weights": 4000, "gradients": 40, "optimizer state": 80, "total": 4120}
     with pytest.raises(ValueError):
-        adapters.training_state_bytes(10, 11)
+        peft_helpers.training_state_bytes(10, 11)
 
 
 def test_median_step_seconds_leaves_out_the_warmup_steps():
-    assert adapters.median_step_seconds([9.0, 8.0, 1.0, 2.0, 3.0], warmup=2) == 2.0
+    assert peft_helpers.median_step_seconds([9.0, 8.0, 1.0, 2.0, 3.0], warmup=2) == 2.0
     with pytest.raises(ValueError, match="warmup"):
-        adapters.median_step_seconds([1.0, 2.0], warmup=2)
+        peft_helpers.median_step_seconds([1.0, 2.0], warmup=2)
 
 
 # ----------------------------------------------------------------------------- both frameworks

@@ -3,11 +3,11 @@
 Every public name here exists in `helpers.torch` with the same signature, in a module of the same name
 (tests/test_parity.py holds this): `models` (the backbone table, pretrained networks, heads, freezing),
 `training` (fit, evaluate, predict, optimizers, schedules, losses), `finetuning` (partial unfreezing,
-discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
-`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
-`adaptation` (AdaBN, CORAL, DANN), `search` (hyperparameter trials), `adapters` (BitFit,
+discriminative rates, block transfer), `interpretation` (activations, Grad-CAM), `text_classification` (MiniLM),
+`few_labels` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
+`adaptation` (AdaBN, CORAL, DANN), `hyperparameter_search` (hyperparameter trials), `peft` (BitFit,
 LoRA), `export` (deployable formats), `speed` (fast and data-parallel training), `backbones` (choosing a
-pretrained backbone), `detection` (object detection), `audio` (spoken words) and `multimodal` (image and text).
+pretrained backbone), `detection` (object detection), `audio` (spoken words) and `image_text` (image and text).
 Images come in as NumPy NHWC arrays from `helpers.data`, which is Keras' own layout. `mobilenet_port`
 (MobileNetV2 mirroring torchvision layer for layer, so its weights port exactly) is Keras-only.
 """
@@ -21,55 +21,55 @@ from helpers import _import_tensorflow_quietly, seed  # noqa: E402
 _import_tensorflow_quietly()  # before any submodule imports Keras: holds back TensorFlow's oneDNN notice
 from helpers.keras import (  # noqa: E402
     adaptation,
-    adapters,
     audio,
     backbones,
     detection,
     distillation,
     export,
+    few_labels,
     finetuning,
-    inspection,
-    language,
+    hyperparameter_search,
+    image_text,
+    interpretation,
     models,
-    multimodal,
-    search,
-    semisupervised,
+    peft,
     speed,
+    text_classification,
     training,
 )
 from helpers.keras.adaptation import *  # noqa: E402, F403
-from helpers.keras.adapters import *  # noqa: E402, F403
 from helpers.keras.audio import *  # noqa: E402, F403
 from helpers.keras.backbones import *  # noqa: E402, F403
 from helpers.keras.detection import *  # noqa: E402, F403
 from helpers.keras.distillation import *  # noqa: E402, F403
 from helpers.keras.export import *  # noqa: E402, F403
+from helpers.keras.few_labels import *  # noqa: E402, F403
 from helpers.keras.finetuning import *  # noqa: E402, F403
-from helpers.keras.inspection import *  # noqa: E402, F403
-from helpers.keras.language import *  # noqa: E402, F403
+from helpers.keras.hyperparameter_search import *  # noqa: E402, F403
+from helpers.keras.image_text import *  # noqa: E402, F403
+from helpers.keras.interpretation import *  # noqa: E402, F403
 from helpers.keras.models import *  # noqa: E402, F403
-from helpers.keras.multimodal import *  # noqa: E402, F403
-from helpers.keras.search import *  # noqa: E402, F403
-from helpers.keras.semisupervised import *  # noqa: E402, F403
+from helpers.keras.peft import *  # noqa: E402, F403
 from helpers.keras.speed import *  # noqa: E402, F403
+from helpers.keras.text_classification import *  # noqa: E402, F403
 from helpers.keras.training import *  # noqa: E402, F403
 
 MODULES = (
     models,
     training,
     finetuning,
-    inspection,
-    language,
-    semisupervised,
+    interpretation,
+    text_classification,
+    few_labels,
     distillation,
     adaptation,
-    search,
-    adapters,
+    hyperparameter_search,
+    peft,
     export,
     speed,
     backbones,
     detection,
     audio,
-    multimodal,
+    image_text,
 )
 __all__ = ["seed", *(name for module in MODULES for name in module.__all__)]

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, compression, strategies, tuning
+from helpers import checks, distillation, strategies, tuning
 from helpers.keras.models import Model, _small_cnn_backbone, _tagged, new_head
 from helpers.keras.training import _compiled, _input_shape, _num_outputs
 
@@ -30,11 +30,11 @@ def distillation_loss(student_logits, teacher_logits, labels=None, temperature=4
     """Hinton et al.'s loss: alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels).
 
     Both terms are batch means: the soft term over every row, the hard term over the labelled rows only (label
-    compression.UNLABELLED, -1, marks a row without a label; labels=None: no row has one). A batch without labels
+    distillation.UNLABELLED, -1, marks a row without a label; labels=None: no row has one). A batch without labels
     contributes only alpha times the soft term.
     """
-    temperature, alpha = compression.check_temperature(temperature), compression.check_alpha(alpha)
-    compression.check_logit_shapes(_shape(student_logits), _shape(teacher_logits))
+    temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
+    distillation.check_logit_shapes(_shape(student_logits), _shape(teacher_logits))
     student_logits = ops.convert_to_tensor(student_logits, "float32")
     teacher_logits = ops.convert_to_tensor(teacher_logits, "float32")
     log_student = ops.log_softmax(student_logits / temperature, axis=-1)
@@ -44,7 +44,7 @@ def distillation_loss(student_logits, teacher_logits, labels=None, temperature=4
     if labels is None:
         return alpha * soft
     labels = ops.cast(ops.convert_to_tensor(labels), "int32")
-    labelled = ops.cast(ops.not_equal(labels, compression.UNLABELLED), "float32")
+    labelled = ops.cast(ops.not_equal(labels, distillation.UNLABELLED), "float32")
     ce_rows = keras.losses.sparse_categorical_crossentropy(ops.maximum(labels, 0), student_logits, from_logits=True)
     hard = ops.sum(ce_rows * labelled) / ops.maximum(ops.sum(labelled), 1.0)  # 0 when no row is labelled
     return alpha * soft + (1 - alpha) * hard
@@ -75,9 +75,9 @@ def fit_distilled(
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
-    temperature, alpha = compression.check_temperature(temperature), compression.check_alpha(alpha)
+    temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
     x = checks.inputs(x, _input_shape(student))
-    teacher, labels = compression.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
+    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
     steps = math.ceil(len(x) / batch_size)
     order = tuning.batch_order(len(x), min(batch_size, len(x)), epochs * steps, seed)
     opt = _adam(lr)
@@ -95,7 +95,7 @@ def fit_distilled(
         start, total = time.perf_counter(), 0.0
         for batch in order[epoch * steps : (epoch + 1) * steps]:
             total += float(step(x[batch], teacher[batch], labels[batch]))
-        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
+        distillation.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -172,7 +172,7 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
             xs = [x[b] for (x, _), b in zip(tasks, batches)]
             ys = [y[b] for (_, y), b in zip(tasks, batches)]
             total += float(step(xs, ys))
-        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
+        distillation.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -183,5 +183,5 @@ def latency(model, x, repeats=20) -> dict:
     x = checks.inputs(x, _input_shape(model))
     inputs = tf.constant(x)
     forward = tf.function(lambda images: model(images, training=False))
-    seconds = compression.time_call(lambda: forward(inputs).numpy(), repeats=repeats)
+    seconds = distillation.time_call(lambda: forward(inputs).numpy(), repeats=repeats)
     return {"batch": len(x), "ms per batch": 1e3 * seconds, "ms per image": 1e3 * seconds / len(x)}

@@ -3,7 +3,7 @@ flatbuffers, loaded back as NumPy predict functions and checked against the fram
 (chapter 15).
 
 Every exported model takes what `book.predict` takes, a float32 NHWC batch with any number of images, and returns
-logits, as the PyTorch exports do. Statistics, runtimes and the HTTP app are framework-neutral, in `helpers.serving`.
+logits, as the PyTorch exports do. Statistics, runtimes and the HTTP app are framework-neutral, in `helpers.export`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, serving
+from helpers import checks, export
 from helpers.keras.models import Model
 from helpers.keras.training import _input_shape, predict
 
@@ -57,7 +57,7 @@ def export_model(
 ) -> Path:
     """Write `model` in `format` (see export_formats) into `directory`, inputs NHWC of image_size pixels with a
     dynamic batch axis; returns the written path. int8 formats calibrate on `calibration` (model inputs); an ONNX file
-    becomes int8 with serving.quantize_onnx, in either framework."""
+    becomes int8 with export.quantize_onnx, in either framework."""
     format = _check_format(format)
     if format.endswith("_int8") and calibration is None:
         raise ValueError(f"format {format!r} needs calibration: a few hundred model inputs (float32 NHWC) to measure")
@@ -120,9 +120,9 @@ def load_exported(path, threads: int | None = None) -> Callable[[np.ndarray], np
     path = Path(path)
     threads = None if threads is None else checks.count("threads", threads)
     if path.suffix == ".onnx":
-        return serving.onnx_predictor(path, threads)
+        return export.onnx_predictor(path, threads)
     if path.suffix == ".tflite":
-        return serving.tflite_predictor(path, threads)
+        return export.tflite_predictor(path, threads)
     if not (path / "saved_model.pb").is_file():
         raise ValueError(
             f"cannot load {path.name!r} with Keras: expected a SavedModel directory, an .onnx or a .tflite file "
@@ -145,9 +145,9 @@ def verify_export(
     min_agreement: float = 1.0,
     batch_size: int = 256,
 ) -> dict:
-    """Parity of an exported model with `model` on every input: serving.parity's report (max |Δlogit|, top-1
-    agreement, accuracies with labels); raises serving.ParityError beyond max_abs_diff or below min_agreement."""
+    """Parity of an exported model with `model` on every input: export.parity's report (max |Δlogit|, top-1
+    agreement, accuracies with labels); raises export.ParityError beyond max_abs_diff or below min_agreement."""
     inputs = checks.inputs(inputs, _input_shape(model))
     reference = predict(model, inputs, batch_size=batch_size)
-    exported = serving.batched(load_exported(path), inputs, batch_size)
-    return serving.check_parity(serving.parity(reference, exported, labels), max_abs_diff, min_agreement)
+    exported = export.batched(load_exported(path), inputs, batch_size)
+    return export.check_parity(export.parity(reference, exported, labels), max_abs_diff, min_agreement)

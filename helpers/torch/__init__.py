@@ -3,11 +3,11 @@
 Every public name here exists in `helpers.keras` with the same signature, in a module of the same name
 (tests/test_parity.py holds this): `models` (the backbone table, pretrained networks, heads, freezing),
 `training` (fit, evaluate, predict, optimizers, schedules, losses), `finetuning` (partial unfreezing,
-discriminative rates, block transfer), `inspection` (activations, Grad-CAM), `language` (MiniLM),
-`semisupervised` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
-`adaptation` (AdaBN, CORAL, DANN), `search` (hyperparameter trials), `adapters` (BitFit,
+discriminative rates, block transfer), `interpretation` (activations, Grad-CAM), `text_classification` (MiniLM),
+`few_labels` (pseudo-labels, consistency), `distillation` (soft targets, shared backbones),
+`adaptation` (AdaBN, CORAL, DANN), `hyperparameter_search` (hyperparameter trials), `peft` (BitFit,
 LoRA), `export` (deployable formats), `speed` (fast and data-parallel training), `backbones` (choosing a
-pretrained backbone), `detection` (object detection), `audio` (spoken words) and `multimodal` (image and text).
+pretrained backbone), `detection` (object detection), `audio` (spoken words) and `image_text` (image and text).
 Images come in as NumPy NHWC arrays from `helpers.data`; they become NCHW tensors on the model's device
 only when a batch is needed. `convert` (torchvision weights to safetensors for the Keras port) is PyTorch-only.
 """
@@ -15,55 +15,55 @@ only when a batch is needed. `convert` (torchvision weights to safetensors for t
 from helpers import seed
 from helpers.torch import (
     adaptation,
-    adapters,
     audio,
     backbones,
     detection,
     distillation,
     export,
+    few_labels,
     finetuning,
-    inspection,
-    language,
+    hyperparameter_search,
+    image_text,
+    interpretation,
     models,
-    multimodal,
-    search,
-    semisupervised,
+    peft,
     speed,
+    text_classification,
     training,
 )
 from helpers.torch.adaptation import *  # noqa: F403
-from helpers.torch.adapters import *  # noqa: F403
 from helpers.torch.audio import *  # noqa: F403
 from helpers.torch.backbones import *  # noqa: F403
 from helpers.torch.detection import *  # noqa: F403
 from helpers.torch.distillation import *  # noqa: F403
 from helpers.torch.export import *  # noqa: F403
+from helpers.torch.few_labels import *  # noqa: F403
 from helpers.torch.finetuning import *  # noqa: F403
-from helpers.torch.inspection import *  # noqa: F403
-from helpers.torch.language import *  # noqa: F403
+from helpers.torch.hyperparameter_search import *  # noqa: F403
+from helpers.torch.image_text import *  # noqa: F403
+from helpers.torch.interpretation import *  # noqa: F403
 from helpers.torch.models import *  # noqa: F403
-from helpers.torch.multimodal import *  # noqa: F403
-from helpers.torch.search import *  # noqa: F403
-from helpers.torch.semisupervised import *  # noqa: F403
+from helpers.torch.peft import *  # noqa: F403
 from helpers.torch.speed import *  # noqa: F403
+from helpers.torch.text_classification import *  # noqa: F403
 from helpers.torch.training import *  # noqa: F403
 
 MODULES = (
     models,
     training,
     finetuning,
-    inspection,
-    language,
-    semisupervised,
+    interpretation,
+    text_classification,
+    few_labels,
     distillation,
     adaptation,
-    search,
-    adapters,
+    hyperparameter_search,
+    peft,
     export,
     speed,
     backbones,
     detection,
     audio,
-    multimodal,
+    image_text,
 )
 __all__ = ["seed", *(name for module in MODULES for name in module.__all__)]

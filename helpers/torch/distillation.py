@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, compression, strategies, tuning
+from helpers import checks, distillation, strategies, tuning
 from helpers.torch.models import Model, _small_cnn_backbone, _tagged, device, new_head
 from helpers.torch.training import _as_tensor, _freeze_frozen_batchnorm, _input_shape, _num_outputs
 
@@ -24,17 +24,17 @@ def distillation_loss(student_logits, teacher_logits, labels=None, temperature=4
     """Hinton et al.'s loss: alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels).
 
     Both terms are batch means: the soft term over every row, the hard term over the labelled rows only (label
-    compression.UNLABELLED, -1, marks a row without a label; labels=None: no row has one). A batch without labels
+    distillation.UNLABELLED, -1, marks a row without a label; labels=None: no row has one). A batch without labels
     contributes only alpha times the soft term.
     """
-    temperature, alpha = compression.check_temperature(temperature), compression.check_alpha(alpha)
-    compression.check_logit_shapes(student_logits.shape, teacher_logits.shape)
+    temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
+    distillation.check_logit_shapes(student_logits.shape, teacher_logits.shape)
     log_student = nn.functional.log_softmax(student_logits / temperature, dim=1)
     log_teacher = nn.functional.log_softmax(teacher_logits / temperature, dim=1)
     soft = nn.functional.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
     if labels is None:
         return alpha * soft
-    labelled = labels != compression.UNLABELLED
+    labelled = labels != distillation.UNLABELLED
     hard = nn.functional.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else 0.0 * soft
     return alpha * soft + (1 - alpha) * hard
 
@@ -64,11 +64,11 @@ def fit_distilled(
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
-    temperature, alpha = compression.check_temperature(temperature), compression.check_alpha(alpha)
+    temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
     dev = torch.device(device())
     student.to(dev)
     x = checks.inputs(x, _input_shape(student))
-    teacher, labels = compression.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
+    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
     images, teacher, labels = _as_tensor(x), torch.from_numpy(teacher), torch.from_numpy(labels)
     steps = math.ceil(len(x) / batch_size)
     order = tuning.batch_order(len(x), min(batch_size, len(x)), epochs * steps, seed)
@@ -87,7 +87,7 @@ def fit_distilled(
             loss.backward()
             opt.step()
             total += loss.item()
-        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
+        distillation.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -169,7 +169,7 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
             loss.backward()
             opt.step()
             total += loss.item()
-        compression.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
+        distillation.record_epoch(history, total / steps, time.perf_counter() - start, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -188,5 +188,5 @@ def latency(model, x, repeats=20) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    seconds = compression.time_call(run, repeats=repeats)
+    seconds = distillation.time_call(run, repeats=repeats)
     return {"batch": len(x), "ms per batch": 1e3 * seconds, "ms per image": 1e3 * seconds / len(x)}

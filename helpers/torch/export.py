@@ -3,7 +3,7 @@ and checked against the framework model on a whole data set (chapter 15).
 
 Every exported model takes what `book.predict` takes, a float32 NHWC batch with any number of images, and returns
 logits: a channels-last wrapper moves the NHWC→NCHW transpose into the exported graph, so the PyTorch and the Keras
-exports have the same interface. Statistics, runtimes and the HTTP app are framework-neutral, in `helpers.serving`.
+exports have the same interface. Statistics, runtimes and the HTTP app are framework-neutral, in `helpers.export`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, serving
+from helpers import checks, export
 from helpers.torch.models import Model
 from helpers.torch.training import _input_shape, predict
 
@@ -66,7 +66,7 @@ def export_model(
 ) -> Path:
     """Write `model` in `format` (see export_formats) into `directory`, inputs NHWC of image_size pixels with a
     dynamic batch axis; returns the written path. PyTorch's formats are float32, so `calibration` (for Keras'
-    tflite_int8) is not used; an ONNX file becomes int8 with serving.quantize_onnx, in either framework."""
+    tflite_int8) is not used; an ONNX file becomes int8 with export.quantize_onnx, in either framework."""
     format = _check_format(format)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -107,9 +107,9 @@ def load_exported(path, threads: int | None = None) -> Callable[[np.ndarray], np
     path = Path(path)
     threads = None if threads is None else checks.count("threads", threads)
     if path.suffix == ".onnx":
-        return serving.onnx_predictor(path, threads)
+        return export.onnx_predictor(path, threads)
     if path.suffix == ".tflite":
-        return serving.tflite_predictor(path, threads)
+        return export.tflite_predictor(path, threads)
     if path.suffix != ".pt2":
         raise ValueError(
             f"cannot load {path.name!r} with PyTorch: expected a .pt2 ExportedProgram, an .onnx or a .tflite file "
@@ -138,9 +138,9 @@ def verify_export(
     min_agreement: float = 1.0,
     batch_size: int = 256,
 ) -> dict:
-    """Parity of an exported model with `model` on every input: serving.parity's report (max |Δlogit|, top-1
-    agreement, accuracies with labels); raises serving.ParityError beyond max_abs_diff or below min_agreement."""
+    """Parity of an exported model with `model` on every input: export.parity's report (max |Δlogit|, top-1
+    agreement, accuracies with labels); raises export.ParityError beyond max_abs_diff or below min_agreement."""
     inputs = checks.inputs(inputs, _input_shape(model))
     reference = predict(model, inputs, batch_size=batch_size)
-    exported = serving.batched(load_exported(path), inputs, batch_size)
-    return serving.check_parity(serving.parity(reference, exported, labels), max_abs_diff, min_agreement)
+    exported = export.batched(load_exported(path), inputs, batch_size)
+    return export.check_parity(export.parity(reference, exported, labels), max_abs_diff, min_agreement)

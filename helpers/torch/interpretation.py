@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from helpers import checks
-from helpers.interpret import grad_cam_maps, target_classes
+from helpers.interpretation import grad_cam_maps, target_classes
 from helpers.torch.models import _tagged_parts, blocks, device
 from helpers.torch.training import _as_tensor, _input_shape, predict
 

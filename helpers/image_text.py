@@ -1,7 +1,7 @@
 """Image and text together (chapter 20): captions from templates, prompt ensembles, zero-shot scores from embeddings,
 retrieval metrics and the input checks both frameworks share.
 
-Framework-neutral: imports neither PyTorch nor TensorFlow. `helpers.torch.multimodal` and `helpers.keras.multimodal`
+Framework-neutral: imports neither PyTorch nor TensorFlow. `helpers.torch.image_text` and `helpers.keras.image_text`
 train the projections; everything here works on NumPy embeddings.
 
 Bad input, one ValueError each: an empty or whitespace-only caption or class name, a template without exactly one

@@ -1,4 +1,4 @@
-"""PyTorch: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.keras.adapters`.
+"""PyTorch: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.keras.peft`.
 
 The classifier here mean-pools MiniLM's token vectors (the attention mask skips padding) instead of reading the
 pooled [CLS] vector: the MiniLM checkpoint has no pooler weights, so a frozen encoder with a random pooler gives a
@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from helpers import adapters, checks
-from helpers.torch.language import text_encoder
+from helpers import checks
+from helpers import peft as peft_helpers
 from helpers.torch.models import Model, freeze
+from helpers.torch.text_classification import text_encoder
 
 __all__ = [
     "pooled_text_classifier",
@@ -90,7 +91,7 @@ def train_biases(model) -> Model:
     return model
 
 
-def lora_targets(model, targets=adapters.LORA_TARGETS) -> dict:
+def lora_targets(model, targets=peft_helpers.LORA_TARGETS) -> dict:
     """The layers LoRA would adapt, {path: layer}: the attention projections whose names are in `targets`."""
     found = {
         name: module
@@ -102,17 +103,17 @@ def lora_targets(model, targets=adapters.LORA_TARGETS) -> dict:
     return found
 
 
-def add_lora(model, rank, alpha=None, targets=adapters.LORA_TARGETS) -> Model:
+def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Model:
     """LoRA (peft) of `rank` on the `targets` projections; the encoder frozen, adapters and head trainable."""
     import peft
 
     layers = lora_targets(model, targets)
     smallest = min(min(layer.in_features, layer.out_features) for layer in layers.values())
-    rank = adapters.check_rank(rank, smallest, f"the {', '.join(targets)} projections")
+    rank = peft_helpers.check_rank(rank, smallest, f"the {', '.join(targets)} projections")
     _head(model)
     config = peft.LoraConfig(
         r=rank,
-        lora_alpha=adapters.lora_alpha(rank, alpha),
+        lora_alpha=peft_helpers.lora_alpha(rank, alpha),
         lora_dropout=0.0,
         target_modules=list(targets),
         bias="none",

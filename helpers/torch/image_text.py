@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, multimodal, tuning
+from helpers import checks, image_text, tuning
 from helpers.torch.models import Model, device
 
 __all__ = ["contrastive_loss", "contrastive_heads", "fit_contrastive", "embed_images", "embed_texts", "temperature_of"]
@@ -34,7 +34,7 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
         )
     images = nn.functional.normalize(image_embeddings, dim=1)
     texts = nn.functional.normalize(text_embeddings, dim=1)
-    logits = logit_scale.clamp(max=multimodal.MAX_LOGIT_SCALE).exp() * images @ texts.T
+    logits = logit_scale.clamp(max=image_text.MAX_LOGIT_SCALE).exp() * images @ texts.T
     targets = torch.arange(len(logits), device=logits.device)
     return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
 
@@ -54,10 +54,10 @@ class ContrastiveHeads(nn.Module):
         return self.image_projection(image_features), self.text_projection(text_features)
 
 
-def contrastive_heads(image_dim, text_dim, embed_dim=64, temperature=multimodal.INITIAL_TEMPERATURE) -> Model:
+def contrastive_heads(image_dim, text_dim, embed_dim=64, temperature=image_text.INITIAL_TEMPERATURE) -> Model:
     """Trainable projections of frozen image and text features into a shared embedding space, and a learnable
     temperature (starting at CLIP's 0.07): forward(image_features, text_features) gives both embeddings."""
-    return ContrastiveHeads(*multimodal.check_dims(image_dim, text_dim, embed_dim, temperature))
+    return ContrastiveHeads(*image_text.check_dims(image_dim, text_dim, embed_dim, temperature))
 
 
 def _check_heads(model) -> ContrastiveHeads:
@@ -80,8 +80,8 @@ def fit_contrastive(
     model = _check_heads(model)
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
-    weight_decay = multimodal.check_weight_decay(weight_decay)
-    images, texts = multimodal.check_pairs(image_features, text_features, *_dims(model))
+    weight_decay = image_text.check_weight_decay(weight_decay)
+    images, texts = image_text.check_pairs(image_features, text_features, *_dims(model))
     dev = torch.device(device())
     model.to(dev).train()
     images, texts = torch.from_numpy(images).to(dev), torch.from_numpy(texts).to(dev)
@@ -104,7 +104,7 @@ def fit_contrastive(
             opt.step()
             total += loss.item()
         seconds = time.perf_counter() - start
-        multimodal.record_epoch(history, total / steps, temperature_of(model), seconds, epoch, epochs, verbose)
+        image_text.record_epoch(history, total / steps, temperature_of(model), seconds, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -122,18 +122,18 @@ def _embed(projection: nn.Module, features: np.ndarray, batch_size: int) -> np.n
 def embed_images(model, image_features, batch_size=256) -> np.ndarray:
     """Unit-length embeddings (N, embed_dim) of frozen image features in the shared space."""
     model, batch_size = _check_heads(model), checks.count("batch_size", batch_size)
-    features = multimodal.check_features(image_features, _dims(model)[0], "image features")
+    features = image_text.check_features(image_features, _dims(model)[0], "image features")
     return _embed(model.image_projection, features, batch_size)
 
 
 def embed_texts(model, text_features, batch_size=256) -> np.ndarray:
     """Unit-length embeddings (N, embed_dim) of frozen text features in the shared space."""
     model, batch_size = _check_heads(model), checks.count("batch_size", batch_size)
-    features = multimodal.check_features(text_features, _dims(model)[1], "text features")
+    features = image_text.check_features(text_features, _dims(model)[1], "text features")
     return _embed(model.text_projection, features, batch_size)
 
 
 def temperature_of(model) -> float:
     """The model's current softmax temperature, 1 / exp(logit_scale) (logit_scale clamped as in the loss)."""
-    scale = float(_check_heads(model).logit_scale.detach().clamp(max=multimodal.MAX_LOGIT_SCALE))
+    scale = float(_check_heads(model).logit_scale.detach().clamp(max=image_text.MAX_LOGIT_SCALE))
     return math.exp(-scale)

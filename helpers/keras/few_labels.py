@@ -1,7 +1,7 @@
 """Chapter 10 (few labels, many unlabelled images): pseudo-labelling and consistency training.
 
 Mirrors the module of the same name in the other framework package (tests/test_parity.py). The rounds of
-self-training and co-training are written once, framework-neutral, in `helpers.fewshot`; this module gives them
+self-training and co-training are written once, framework-neutral, in `helpers.few_labels`; this module gives them
 Keras' training and prediction, and writes FixMatch's consistency loss and training step with keras.ops and a
 tf.GradientTape.
 """
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, fewshot
+from helpers import checks, few_labels
 from helpers.keras.models import Model
 from helpers.keras.training import OPTIMIZERS, _compiled, _input_shape, fit, predict
 from helpers.metrics import softmax
@@ -22,9 +22,9 @@ __all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_
 
 def fit_steps(model, train, steps=200, lr=1e-3, batch_size=64, seed=0) -> dict:
     """`fit` for exactly `steps` optimizer steps (Adam), whatever the number of examples: the same training budget
-    for a labelled set of 10 images and for one of 10,000 (fewshot.fixed_steps repeats and cuts the data)."""
+    for a labelled set of 10 images and for one of 10,000 (few_labels.fixed_steps repeats and cuts the data)."""
     x, y = checks.pair(train, "train")
-    x, y = fewshot.fixed_steps(np.asarray(x), np.asarray(y), steps, batch_size, seed)
+    x, y = few_labels.fixed_steps(np.asarray(x), np.asarray(y), steps, batch_size, seed)
     return fit(model, (x, y), epochs=1, lr=lr, batch_size=batch_size, verbose=False)
 
 
@@ -34,8 +34,8 @@ def _probabilities(model: Model, x: np.ndarray) -> np.ndarray:
 
 def pseudo_labels(model, unlabelled, threshold=0.95, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the unlabelled inputs that `model` classifies with softmax confidence >= threshold, and its labels."""
-    threshold, unlabelled = fewshot.check_threshold(threshold), fewshot.check_unlabelled(unlabelled)
-    return fewshot.confident(softmax(predict(model, unlabelled, batch_size=batch_size)), threshold)
+    threshold, unlabelled = few_labels.check_threshold(threshold), few_labels.check_unlabelled(unlabelled)
+    return few_labels.confident(softmax(predict(model, unlabelled, batch_size=batch_size)), threshold)
 
 
 def _trainer(make_model, steps: int, lr: float, batch_size: int, seed: int):
@@ -61,10 +61,10 @@ def self_train(
     validation=None,
     seed=0,
 ) -> list[dict]:
-    """Self-training (fewshot.self_training): each round a fresh `make_model(num_features)` is trained for `steps`
+    """Self-training (few_labels.self_training): each round a fresh `make_model(num_features)` is trained for `steps`
     steps on the labelled data plus the previous round's confident pseudo-labels. One record per round."""
     train = _trainer(make_model, steps, lr, batch_size, seed)
-    return fewshot.self_training(train, _probabilities, labelled, unlabelled, rounds, threshold, validation)
+    return few_labels.self_training(train, _probabilities, labelled, unlabelled, rounds, threshold, validation)
 
 
 def co_train(
@@ -80,17 +80,17 @@ def co_train(
     validation=None,
     seed=0,
 ) -> list[dict]:
-    """Co-training (fewshot.co_training) on two views, column groups of the features: each view's model labels
+    """Co-training (few_labels.co_training) on two views, column groups of the features: each view's model labels
     the pool for the other's. One record per round."""
     train = _trainer(make_model, steps, lr, batch_size, seed)
-    return fewshot.co_training(train, _probabilities, labelled, unlabelled, views, rounds, threshold, validation)
+    return few_labels.co_training(train, _probabilities, labelled, unlabelled, views, rounds, threshold, validation)
 
 
 def consistency_loss(logits_weak, logits_strong, threshold=0.95) -> tuple:
     """FixMatch's unlabelled loss and its mask: the weak view's hard pseudo-label (no gradient) is the target of
     the strong view's cross-entropy, counted only where the weak view's confidence >= threshold; averaged over
     the whole batch (masked examples count as zeros)."""
-    threshold = fewshot.check_threshold(threshold)
+    threshold = few_labels.check_threshold(threshold)
     probs = keras.ops.softmax(keras.ops.stop_gradient(logits_weak), axis=-1)
     mask = keras.ops.cast(keras.ops.max(probs, axis=-1) >= threshold, logits_strong.dtype)
     hard = keras.ops.argmax(probs, axis=-1)
@@ -100,7 +100,7 @@ def consistency_loss(logits_weak, logits_strong, threshold=0.95) -> tuple:
 
 def _views(strong, weak: np.ndarray) -> np.ndarray:
     """Strong views as (views, N, ...): one array like `weak`, or several stacked on a leading axis."""
-    strong = fewshot.check_unlabelled(strong, "strong")
+    strong = few_labels.check_unlabelled(strong, "strong")
     strong = strong[None] if strong.ndim == weak.ndim else strong
     if strong.shape[1:] != weak.shape:
         raise ValueError(
@@ -115,7 +115,7 @@ def _consistency_data(model: Model, labelled, weak, strong) -> tuple:
     x, y = checks.pair(labelled, "labelled")
     x = checks.inputs(x, _input_shape(model))
     y = checks.labels(y, len(x), None)
-    weak = checks.inputs(fewshot.check_unlabelled(weak, "weak"), _input_shape(model))
+    weak = checks.inputs(few_labels.check_unlabelled(weak, "weak"), _input_shape(model))
     return x, y, weak, _views(strong, weak).astype(np.float32)
 
 
@@ -150,7 +150,7 @@ def fit_consistency(
         checks.count("ratio", ratio),
         checks.count("batch_size", batch_size),
     )
-    threshold = fewshot.check_threshold(threshold)
+    threshold = few_labels.check_threshold(threshold)
     checks.positive(lr=lr, weight=weight)
     optimizer = OPTIMIZERS["adam"](learning_rate=lr)
     step = _consistency_step(model, optimizer, threshold, float(weight))

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import checks
-from helpers.interpret import grad_cam_maps, target_classes
+from helpers.interpretation import grad_cam_maps, target_classes
 from helpers.keras.mobilenet_port import _layers
 from helpers.keras.models import blocks
 from helpers.keras.training import _input_shape

@@ -2,7 +2,7 @@
 
 Framework-neutral: imports neither PyTorch nor TensorFlow (NumPy and scikit-learn only). The training loops of
 self-training and co-training live here once, written against two callables, `train(x, y) -> model` and
-`probabilities(model, x) -> array`; `helpers.torch.semisupervised` and `helpers.keras.semisupervised` pass theirs.
+`probabilities(model, x) -> array`; `helpers.torch.few_labels` and `helpers.keras.few_labels` pass theirs.
 """
 
 from __future__ import annotations

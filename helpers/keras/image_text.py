@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, multimodal, tuning
+from helpers import checks, image_text, tuning
 from helpers.keras.models import Model
 from helpers.keras.training import _compiled
 
@@ -38,7 +38,7 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
         )
     images = ops.normalize(ops.convert_to_tensor(image_embeddings, "float32"), axis=1)
     texts = ops.normalize(ops.convert_to_tensor(text_embeddings, "float32"), axis=1)
-    scale = ops.exp(ops.minimum(ops.convert_to_tensor(logit_scale, "float32"), multimodal.MAX_LOGIT_SCALE))
+    scale = ops.exp(ops.minimum(ops.convert_to_tensor(logit_scale, "float32"), image_text.MAX_LOGIT_SCALE))
     logits = scale * ops.matmul(images, ops.transpose(texts))
     image_to_text = -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=1)))
     text_to_image = -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=0)))
@@ -71,10 +71,10 @@ class ContrastiveHeads(keras.Model):
         return self.image_projection(image_features), self.text_projection(text_features)
 
 
-def contrastive_heads(image_dim, text_dim, embed_dim=64, temperature=multimodal.INITIAL_TEMPERATURE) -> Model:
+def contrastive_heads(image_dim, text_dim, embed_dim=64, temperature=image_text.INITIAL_TEMPERATURE) -> Model:
     """Trainable projections of frozen image and text features into a shared embedding space, and a learnable
     temperature (starting at CLIP's 0.07): model(image_features, text_features) gives both embeddings."""
-    return ContrastiveHeads(*multimodal.check_dims(image_dim, text_dim, embed_dim, temperature))
+    return ContrastiveHeads(*image_text.check_dims(image_dim, text_dim, embed_dim, temperature))
 
 
 def _check_heads(model) -> ContrastiveHeads:
@@ -93,8 +93,8 @@ def fit_contrastive(
     model = _check_heads(model)
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
-    weight_decay = multimodal.check_weight_decay(weight_decay)
-    images, texts = multimodal.check_pairs(image_features, text_features, model.image_dim, model.text_dim)
+    weight_decay = image_text.check_weight_decay(weight_decay)
+    images, texts = image_text.check_pairs(image_features, text_features, model.image_dim, model.text_dim)
     steps = math.ceil(len(images) / batch_size)
     order = tuning.batch_order(len(images), min(batch_size, len(images)), epochs * steps, seed)
     opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, epsilon=tuning.ADAM_EPSILON)
@@ -114,7 +114,7 @@ def fit_contrastive(
         for batch in order[epoch * steps : (epoch + 1) * steps]:
             total += float(step(images[batch], texts[batch]))
         seconds = time.perf_counter() - start
-        multimodal.record_epoch(history, total / steps, temperature_of(model), seconds, epoch, epochs, verbose)
+        image_text.record_epoch(history, total / steps, temperature_of(model), seconds, epoch, epochs, verbose)
     return dict(history)
 
 
@@ -129,18 +129,18 @@ def _embed(projection, features: np.ndarray, batch_size: int) -> np.ndarray:
 def embed_images(model, image_features, batch_size=256) -> np.ndarray:
     """Unit-length embeddings (N, embed_dim) of frozen image features in the shared space."""
     model, batch_size = _check_heads(model), checks.count("batch_size", batch_size)
-    features = multimodal.check_features(image_features, model.image_dim, "image features")
+    features = image_text.check_features(image_features, model.image_dim, "image features")
     return _embed(model.image_projection, features, batch_size)
 
 
 def embed_texts(model, text_features, batch_size=256) -> np.ndarray:
     """Unit-length embeddings (N, embed_dim) of frozen text features in the shared space."""
     model, batch_size = _check_heads(model), checks.count("batch_size", batch_size)
-    features = multimodal.check_features(text_features, model.text_dim, "text features")
+    features = image_text.check_features(text_features, model.text_dim, "text features")
     return _embed(model.text_projection, features, batch_size)
 
 
 def temperature_of(model) -> float:
     """The model's current softmax temperature, 1 / exp(logit_scale) (logit_scale clamped as in the loss)."""
     scale = float(ops.convert_to_numpy(_check_heads(model).logit_scale))
-    return math.exp(-min(scale, multimodal.MAX_LOGIT_SCALE))
+    return math.exp(-min(scale, image_text.MAX_LOGIT_SCALE))

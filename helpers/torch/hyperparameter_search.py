@@ -1,8 +1,8 @@
-"""PyTorch: hyperparameter search (Optuna trials, pruning) (chapter 13). Mirrors `helpers.keras.search`.
+"""PyTorch: hyperparameter search (Optuna trials, pruning) (chapter 13). Mirrors `helpers.keras.hyperparameter_search`.
 
 A trial fine-tunes the top `unfreeze` feature blocks of the ImageNet MobileNetV2 and a new head on features that
 the frozen lower blocks computed once (`trial_features`): the space, the samplers, the pruners and the budget
-live in `helpers.search`, the same for both frameworks.
+live in `helpers.hyperparameter_search`, the same for both frameworks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, config, search, tuning
+from helpers import checks, config, hyperparameter_search, tuning
 from helpers.torch.models import Model, blocks, feature_dim, new_head
 
 __all__ = ["trial_features", "top_model", "run_trial", "trial_accuracy"]
@@ -28,7 +28,9 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def trial_features(backbone, images, max_unfreeze=search.MAX_UNFREEZE, batch_size=256) -> dict[int, np.ndarray]:
+def trial_features(
+    backbone, images, max_unfreeze=hyperparameter_search.MAX_UNFREEZE, batch_size=256
+) -> dict[int, np.ndarray]:
     """The frozen part's output once for every unfreeze depth k = 0..max_unfreeze: {k: input of the top k blocks}
     (NHWC float32 feature maps; k = 0 is the pooled feature vector), computed in inference mode."""
     parts = blocks(backbone)
@@ -82,7 +84,7 @@ def _accuracy(model: Model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
 
 
 def run_trial(params, backbone, train, validation, seed=0, report=None, batch_size=64, max_epochs=None) -> dict:
-    """Train one recipe of the search space (helpers.search.space) on cached features and score it on validation.
+    """Train one recipe of the search space (`hyperparameter_search.space`) on cached features; score it on validation.
 
     train, validation: (trial_features(...), labels). AdamW with the head's and the blocks' rates and decoupled
     weight decay; BatchNorm layers keep their ImageNet statistics. Each epoch is ceil(N / batch_size) batches in
@@ -90,8 +92,8 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
     raise to stop the trial). max_epochs: the space's epoch limit (None: the profile's epochs). Returns
     {'val_accuracy' (last epoch), 'history', 'params' (completed with defaults), 'model'}.
     """
-    space_ = search.space(max_epochs if max_epochs is not None else config.profile().epochs)
-    params, batch_size = search.check_params(params, space_), checks.count("batch_size", batch_size)
+    space_ = hyperparameter_search.space(max_epochs if max_epochs is not None else config.profile().epochs)
+    params, batch_size = hyperparameter_search.check_params(params, space_), checks.count("batch_size", batch_size)
     k = params["unfreeze"]
     x, y = _data(train, k, "train")
     val_x, val_y = _data(validation, k, "validation")

@@ -1,4 +1,4 @@
-"""Keras: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.torch.adapters`.
+"""Keras: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.torch.peft`.
 
 The classifier here mean-pools MiniLM's token vectors (the attention mask skips padding) instead of reading the
 pooled [CLS] vector: the MiniLM checkpoint has no pooler weights, so a frozen encoder with a random pooler gives a
@@ -13,9 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from helpers import adapters, checks
-from helpers.keras.language import _backbone_inputs, _text_backbone, _text_inputs, text_encoder
+from helpers import checks
+from helpers import peft as peft_helpers
 from helpers.keras.models import Model, unfreeze
+from helpers.keras.text_classification import _backbone_inputs, _text_backbone, _text_inputs, text_encoder
 
 __all__ = [
     "pooled_text_classifier",
@@ -80,7 +81,7 @@ def train_biases(model) -> Model:
     return model
 
 
-def lora_targets(model, targets=adapters.LORA_TARGETS) -> dict:
+def lora_targets(model, targets=peft_helpers.LORA_TARGETS) -> dict:
     """The layers LoRA would adapt, {path: layer}: the attention projections whose names are in `targets`."""
     backbone = _text_backbone(model)
     found = {
@@ -99,16 +100,16 @@ def _factor_sizes(layer) -> tuple[int, int]:
     return int(np.prod(shape[:-1])), int(shape[-1])
 
 
-def add_lora(model, rank, alpha=None, targets=adapters.LORA_TARGETS) -> Model:
+def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Model:
     """LoRA (layer.enable_lora) of `rank` on the `targets` projections; encoder frozen, adapters and head trainable."""
     layers = lora_targets(model, targets)
     smallest = min(min(_factor_sizes(layer)) for layer in layers.values())
-    rank = adapters.check_rank(rank, smallest, f"the {', '.join(targets)} projections")
+    rank = peft_helpers.check_rank(rank, smallest, f"the {', '.join(targets)} projections")
     head = _head(model)
     train_head_only(model)
     for layer in layers.values():
         layer.trainable = True
-        layer.enable_lora(rank, lora_alpha=adapters.lora_alpha(rank, alpha))
+        layer.enable_lora(rank, lora_alpha=peft_helpers.lora_alpha(rank, alpha))
         if layer.bias is not None:
             layer.bias.trainable = False  # only the low-rank factors train, as peft's bias="none"
     assert head.trainable
