@@ -103,8 +103,10 @@ CHAPTERS: tuple[Chapter, ...] = (
     _both(
         4, "source_pretraining", "04_source_pretraining", builds_on=("models",), tests=("test_source_pretraining.py",)
     ),
-    _both(5, "losses_optimizers", "05_losses_optimizers", builds_on=("training",), tests=("test_craft.py",)),
-    _both(6, "regularization", "06_regularization", builds_on=("training",), tests=("test_craft.py",)),
+    _both(
+        5, "losses_optimizers", "05_losses_optimizers", builds_on=("training",), tests=("test_losses_optimizers.py",)
+    ),
+    _both(6, "regularization", "06_regularization", builds_on=("training",), tests=("test_regularization.py",)),
     _both(7, "evaluation", "07_evaluation", builds_on=("training",), tests=("test_evaluation.py",)),
     _both(
         8, "interpretation", "08_interpretation", "interpretation", "interpretation", tests=("test_interpretation.py",)

@@ -38,3 +38,12 @@ def clothes():
 
     task = data.class_task("fashion", data.TARGET_CLASSES, train_per_class=8, test_per_class=2)
     return data.grey_input(task["train_x"]), task["train_y"]
+
+
+@pytest.fixture
+def features():
+    """Chapters 5 and 6: two separable clusters of 16-dimensional features per class, three classes."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 3
+    centres = rng.normal(size=(3, 16)).astype(np.float32)
+    return (centres[labels] + 0.5 * rng.normal(size=(48, 16))).astype(np.float32), labels

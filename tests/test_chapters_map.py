@@ -54,11 +54,6 @@ NOT_YET_RENAMED = {
         {"helpers/strategies.py", "helpers/torch/finetuning.py", "helpers/keras/finetuning.py"},
         CLAIMS,
     ),
-    "losses_optimizers": (
-        {"tests/test_craft.py"},
-        f"test_craft.py tests chapters 5 and 6 ({PROSE}: book/05_losses_optimizers)",
-    ),
-    "regularization": ({"tests/test_craft.py"}, f"split into test_regularization.py with chapter 5's rename; {PROSE}"),
     "domain_adaptation": (
         {"helpers/domains.py", "helpers/torch/adaptation.py", "helpers/keras/adaptation.py", "tests/test_domains.py"},
         f"{CLAIMS} (chapter 3 imports domains too: its MNIST-M blend moves to the data layer); "
