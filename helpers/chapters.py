@@ -39,6 +39,9 @@ BASE_LAYERS = {
     "keras": ("__init__", "models", "training", "mobilenet_port"),  # the MobileNetV2 behind keras models
 }
 
+# Base layers that are packages, not single files: every file under helpers/<stem>/ is part of the layer.
+BASE_PACKAGES = ("registry",)  # the catalogue (one file per chapter's data), sources, checks, the cache, the CLI
+
 
 @dataclass(frozen=True)
 class Chapter:
@@ -80,8 +83,11 @@ class Chapter:
 
 
 def module_path(level: str, stem: str) -> str:
-    """helpers/<stem>.py for the neutral level, helpers/<level>/<stem>.py for a wing."""
-    return f"helpers/{stem}.py" if level == "neutral" else f"helpers/{level}/{stem}.py"
+    """helpers/<stem>.py for the neutral level (helpers/<stem>/__init__.py for a package in `BASE_PACKAGES`),
+    helpers/<level>/<stem>.py for a wing."""
+    if level != "neutral":
+        return f"helpers/{level}/{stem}.py"
+    return f"helpers/{stem}/__init__.py" if stem in BASE_PACKAGES else f"helpers/{stem}.py"
 
 
 def _both(number, slug, folder, neutral=None, wing=None, **rest) -> Chapter:

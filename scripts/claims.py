@@ -67,13 +67,17 @@ def code_of(notebook: Path) -> str:
 
 
 def modules_of(notebook: Path) -> list[Path]:
-    """The helpers files an entry depends on: modules imported by name, and the chapter's framework module."""
+    """The helpers files an entry depends on: modules imported by name (all of a package's modules), and the
+    chapter's framework module."""
     code = code_of(notebook)
     names = set()
     for listed, single in NEUTRAL_IMPORT.findall(code):
         names.update(n.split(" as ")[0].strip() for n in listed.split(",") if n.strip())
         names.add(single)
-    files = {ROOT / "helpers" / f"{n}.py" for n in names if n and n not in ("torch", "keras")}
+    files = set()
+    for name in names - {"", "torch", "keras"}:
+        package = ROOT / "helpers" / name  # a package (helpers/registry/): every module in it
+        files.update(package.rglob("*.py") if package.is_dir() else [ROOT / "helpers" / f"{name}.py"])
     stem, _, framework = notebook.stem.rpartition("_")
     if framework in ("torch", "keras"):
         files.update(ROOT / "helpers" / framework / f"{m}.py" for m in CHAPTER_MODULES.get(stem, {}).get(framework, ()))

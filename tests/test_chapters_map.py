@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import chapters
-from helpers.chapters import BASE_LAYERS, CHAPTERS, module_path
+from helpers.chapters import BASE_LAYERS, BASE_PACKAGES, CHAPTERS, module_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +91,7 @@ def test_every_file_a_chapter_names_exists(chapter):
 def test_every_helpers_module_is_a_base_layer_or_one_chapter_s():
     on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").rglob("*.py")}
     base = {module_path(level, stem) for level, stems in BASE_LAYERS.items() for stem in stems}
+    base |= {p.relative_to(ROOT).as_posix() for stem in BASE_PACKAGES for p in (ROOT / "helpers" / stem).rglob("*.py")}
     owned = [path for chapter in CHAPTERS for path in chapter.modules()]
     assert len(owned) == len(set(owned)), "a module belongs to one chapter"
     assert not base & set(owned), "a base layer belongs to no chapter"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.chapters import BASE_LAYERS, module_path
+from helpers.chapters import BASE_LAYERS, BASE_PACKAGES, module_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,6 +178,7 @@ def _private_uses() -> set[tuple[str, str, str]]:
 
 
 BASE = {_dotted(ROOT / module_path(level, stem)) for level, stems in BASE_LAYERS.items() for stem in stems}
+BASE |= {_dotted(p) for stem in BASE_PACKAGES for p in (ROOT / "helpers" / stem).rglob("*.py")}  # and their modules
 
 
 def _base_to_chapter(base: str) -> set[str]:

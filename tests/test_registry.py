@@ -79,7 +79,7 @@ def test_set_asides_in_the_same_second_all_survive(tmp_path):
     for i in range(5):  # well within one second, so at least two share a second-resolution timestamp
         path.write_bytes(f"version {i}".encode())
         with pytest.warns(UserWarning, match="moved it to"):
-            registry._set_aside(path, "is a test")
+            registry.set_aside(path, "is a test")
     kept = sorted(aside.read_bytes() for aside in tmp_path.glob("file.bin.mismatch-*"))
     assert kept == [f"version {i}".encode() for i in range(5)] and not path.exists()
 

@@ -29,8 +29,9 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def short_timeouts(monkeypatch):
-    monkeypatch.setattr(registry, "NETWORK_TIMEOUT", 1)
-    monkeypatch.setattr(registry, "COMMAND_TIMEOUT", 2)
+    """The sources read their timeouts from helpers.registry.sources, where they are defined."""
+    monkeypatch.setattr(registry.sources, "NETWORK_TIMEOUT", 1)
+    monkeypatch.setattr(registry.sources, "COMMAND_TIMEOUT", 2)
 
 
 def _fetch(sources, content=b"real data"):
@@ -275,4 +276,35 @@ def test_dead_and_hung_servers_fail_within_seconds_and_the_next_source_is_used(
 
 
 def test_the_timeouts_are_seconds_not_minutes():
-    assert registry.NETWORK_TIMEOUT <= 30 and registry.COMMAND_TIMEOUT <= 600
+    assert registry.sources.NETWORK_TIMEOUT <= 30 and registry.sources.COMMAND_TIMEOUT <= 600
+
+
+# ---- a file built here: the store fetches and verifies the converter's inputs, then checks its output ----
+
+
+def test_a_derived_file_is_built_from_verified_inputs_by_its_converter(tmp_path, cache, monkeypatch):
+    (tmp_path / "toy_converter.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "*inputs, out = sys.argv[1:]\n"
+        "Path(out).write_bytes(b''.join(Path(p).read_bytes()[::-1] for p in inputs))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    toy = {
+        "toy-input": registry.Entry(
+            "toy/input.bin", sha(b"abc"), "an input", "CC0", (registry.SystemFile(str(source)),)
+        ),
+        "toy-built": registry.Entry(
+            "toy/built.bin", sha(b"cba"), "built", "CC0", (registry.Derived("toy_converter", ("toy-input",)),)
+        ),
+    }
+    monkeypatch.setitem(registry.REGISTRY, "toy-input", toy["toy-input"])  # the store fetches inputs by name
+    assert registry.fetch("toy-built", toy).read_bytes() == b"cba"
+    assert (cache / "toy/input.bin").read_bytes() == b"abc", "the input went through the cache, verified"
+    wrong = registry.Entry(
+        "toy/wrong.bin", sha(b"abc"), "built", "CC0", (registry.Derived("toy_converter", ("toy-input",)),)
+    )
+    with pytest.raises(registry.DataUnavailableError, match="checksum mismatch"):
+        registry.fetch("toy-wrong", {"toy-wrong": wrong})
