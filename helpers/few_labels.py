@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from helpers import checks, data
+from helpers.metrics import softmax
 
 # ---- argument checks: one rule, one message ----
 
@@ -251,6 +252,132 @@ def co_training(
             }
         )
     return records
+
+
+# ---- the wings' training functions, written once against the wing's `fit` and `predict` ----
+
+
+def wing_functions(fit: Callable, predict: Callable, module: str) -> tuple[Callable, Callable, Callable, Callable]:
+    """fit_steps, pseudo_labels, self_train and co_train for one framework, given its `fit(model, (x, y), epochs,
+    lr, batch_size, verbose)` and `predict(model, x, batch_size)`. `helpers.torch.few_labels` and
+    `helpers.keras.few_labels` call this with their own; `module` becomes the functions' `__module__`. Nothing in
+    them depends on the framework, so they are written here once and the two wings cannot drift apart."""
+
+    def fit_steps(model, train, steps=200, lr=1e-3, batch_size=64, seed=0) -> dict:
+        """`fit` for exactly `steps` optimizer steps (Adam), whatever the number of examples: the same training
+        budget for a labelled set of 10 images and for one of 10,000 (few_labels.fixed_steps repeats and cuts the
+        data)."""
+        x, y = checks.pair(train, "train")
+        x, y = fixed_steps(np.asarray(x), np.asarray(y), steps, batch_size, seed)
+        return fit(model, (x, y), epochs=1, lr=lr, batch_size=batch_size, verbose=False)
+
+    def probabilities(model, x: np.ndarray) -> np.ndarray:
+        return softmax(predict(model, x))
+
+    def pseudo_labels(model, unlabelled, threshold=0.95, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the unlabelled inputs that `model` classifies with softmax confidence >= threshold, and its
+        labels."""
+        threshold, unlabelled = check_threshold(threshold), check_unlabelled(unlabelled)
+        return confident(softmax(predict(model, unlabelled, batch_size=batch_size)), threshold)
+
+    def trainer(make_model, steps: int, lr: float, batch_size: int, seed: int) -> Callable:
+        """train(x, y) -> a fresh model from make_model(input width), trained for `steps` steps."""
+
+        def train(x: np.ndarray, y: np.ndarray):
+            model = make_model(x.shape[1])
+            fit_steps(model, (x, y), steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+            return model
+
+        return train
+
+    def self_train(
+        make_model,
+        labelled,
+        unlabelled,
+        rounds=3,
+        threshold=0.95,
+        steps=200,
+        lr=1e-3,
+        batch_size=64,
+        validation=None,
+        seed=0,
+    ) -> list[dict]:
+        """Self-training (few_labels.self_training): each round a fresh `make_model(num_features)` is trained for
+        `steps` steps on the labelled data plus the previous round's confident pseudo-labels. One record per round."""
+        train = trainer(make_model, steps, lr, batch_size, seed)
+        return self_training(train, probabilities, labelled, unlabelled, rounds, threshold, validation)
+
+    def co_train(
+        make_model,
+        labelled,
+        unlabelled,
+        views,
+        rounds=3,
+        threshold=0.95,
+        steps=200,
+        lr=1e-3,
+        batch_size=64,
+        validation=None,
+        seed=0,
+    ) -> list[dict]:
+        """Co-training (few_labels.co_training) on two views, column groups of the features: each view's model
+        labels the pool for the other's. One record per round."""
+        train = trainer(make_model, steps, lr, batch_size, seed)
+        return co_training(train, probabilities, labelled, unlabelled, views, rounds, threshold, validation)
+
+    functions = (fit_steps, pseudo_labels, self_train, co_train)
+    for function in functions:
+        function.__module__, function.__qualname__ = module, function.__name__
+    return functions
+
+
+# ---- consistency training (FixMatch): the framework-free parts of both wings' fit_consistency ----
+
+
+def strong_views(strong, weak: np.ndarray) -> np.ndarray:
+    """Strong views as (views, N, ...): one array like `weak`, or several stacked on a leading axis."""
+    strong = check_unlabelled(strong, "strong")
+    strong = strong[None] if strong.ndim == weak.ndim else strong
+    if strong.shape[1:] != weak.shape:
+        raise ValueError(
+            f"strong views must match the weak view's shape {weak.shape} (one view) or add a leading axis of views, "
+            f"(views, {', '.join(map(str, weak.shape))}); got {strong.shape}"
+        )
+    return strong
+
+
+def consistency_data(input_shape, labelled, weak, strong) -> tuple:
+    """Checked (x, y), weak views (N, ...) and strong views (views, N, ...) for fit_consistency; `input_shape` is
+    the model's (what `checks.inputs` compares with)."""
+    x, y = checks.pair(labelled, "labelled")
+    x = checks.inputs(x, input_shape)
+    y = checks.labels(y, len(x), None)
+    weak = checks.inputs(check_unlabelled(weak, "weak"), input_shape)
+    return x, y, weak, strong_views(strong, weak).astype(np.float32)
+
+
+def consistency_options(steps, threshold, weight, ratio, lr, batch_size) -> tuple[int, float, int, int]:
+    """fit_consistency's options checked before any training: (steps, threshold, ratio, batch_size)."""
+    steps, ratio, batch_size = (
+        checks.count("steps", steps),
+        checks.count("ratio", ratio),
+        checks.count("batch_size", batch_size),
+    )
+    threshold = check_threshold(threshold)
+    checks.positive(lr=lr, weight=weight)
+    return steps, threshold, ratio, batch_size
+
+
+def consistency_batches(x, y, weak, strong, steps: int, ratio: int, batch_size: int, seed: int):
+    """`steps` batches (x, y, weak view, strong view) as NumPy arrays: `batch_size` labelled and `ratio * batch_size`
+    unlabelled examples, drawn with replacement from `seed`, each unlabelled one with a random strong view (`strong`
+    is (views, N, ...)). Both wings draw the same batches."""
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        labelled_batch = rng.integers(0, len(y), batch_size)
+        unlabelled_batch = rng.integers(0, len(weak), ratio * batch_size)
+        view = rng.integers(0, len(strong), len(unlabelled_batch))
+        yield x[labelled_batch], y[labelled_batch], weak[unlabelled_batch], strong[view, unlabelled_batch]
 
 
 def best_round(records: list[dict]) -> dict:
