@@ -147,7 +147,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "17_backbones",
         "backbones",
         "backbones",
-        extras=("keras/efficientnet_port.py",),
+        extras=("torch/efficientnet.py", "keras/efficientnet_port.py"),  # EfficientNet-Lite0, built for models' table
         tests=("test_backbones.py",),
     ),
     _both(

@@ -11,7 +11,7 @@ from helpers import backbones, data, registry
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
 from helpers import torch as ht
 from helpers.keras import efficientnet_port
-from helpers.torch import backbones as torch_backbones
+from helpers.torch import efficientnet as torch_efficientnet
 
 FRAMEWORKS = {"torch": ht, "keras": hk}
 REFERENCE = backbones.Path(__file__).resolve().parent.parent / "helpers" / "reference_logits_efficientnet.npz"
@@ -26,7 +26,7 @@ def photos():
 def test_every_checkpoint_tensor_gets_a_name_of_the_book_network():
     state = torch.load(registry.fetch("efficientnet_lite0-torch"), map_location="cpu", weights_only=True)
     renamed = {backbones.lite0_tensor_name(k) for k in state}
-    assert renamed == set(torch_backbones.lite0_classifier().state_dict()) and len(renamed) == len(state)
+    assert renamed == set(torch_efficientnet.lite0_classifier().state_dict()) and len(renamed) == len(state)
     assert backbones.lite0_tensor_name("_blocks.15._project_conv.weight") == "features.16._project_conv.weight"
     with pytest.raises(ValueError, match="not a tensor of the EfficientNet-Lite0 checkpoint"):
         backbones.lite0_tensor_name("classifier.weight")
@@ -35,7 +35,7 @@ def test_every_checkpoint_tensor_gets_a_name_of_the_book_network():
 def test_symmetric_scaling_gives_the_range_the_network_was_trained_on(photos):
     crops, inputs = photos
     wanted = crops.astype(np.float32) / 127.5 - 1  # the package's preprocessing of raw pixels
-    scaled = torch_backbones.SymmetricInput()(torch.from_numpy(inputs).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    scaled = torch_efficientnet.SymmetricInput()(torch.from_numpy(inputs).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     np.testing.assert_allclose(scaled.numpy(), wanted, atol=1e-2)  # 1/255 rounding of data.resize vs 1/127.5
     stem = efficientnet_port.feature_blocks()[0]
     keras_scaled = np.asarray(stem.get_layer("features_0_scale")(inputs))

@@ -1,15 +1,12 @@
 """Choosing a pretrained backbone (chapter 17), PyTorch: EfficientNet-Lite0 beside MobileNetV2, and the cost of each
 backbone (time per image, peak memory of a training step).
 
-EfficientNet-Lite0 comes from the pinned `efficientnet_lite_pytorch` package (`EfficientNet.from_name`); its modules
-are regrouped into 18 feature blocks (stem, 16 MBConv blocks, head) so that `blocks`, freezing and the rest of the
-book work on it as on MobileNetV2. Two changes to the package's own forward pass, both shared with the Keras port:
-the stem first rescales ImageNet-normalised input to [-1, 1], and no drop-connect (stochastic depth) runs in training.
+EfficientNet-Lite0 itself is built in `helpers.torch.efficientnet` (the backbone table of `helpers.torch.models`
+uses it); this module measures what each backbone costs.
 """
 
 from __future__ import annotations
 
-import collections
 import copy
 
 import numpy as np
@@ -20,41 +17,6 @@ from helpers import backbones, checks, throughput
 from helpers.torch.models import Model, device
 
 __all__ = ["inference_seconds", "step_memory"]
-
-
-class SymmetricInput(nn.Module):
-    """ImageNet-normalised images to [-1, 1] (the range EfficientNet-Lite was trained on), per channel."""
-
-    def __init__(self):
-        super().__init__()
-        scale, offset = backbones.symmetric_scaling()
-        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x):
-        return x * self.scale + self.offset
-
-
-def lite0_features() -> nn.Sequential:
-    """EfficientNet-Lite0's convolutional part as 18 blocks; TensorFlow-style 'same' padding computed for any size."""
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # None: padding from each input's size
-    stem = [("scale", SymmetricInput()), ("conv", net._conv_stem), ("bn", net._bn0), ("act", nn.ReLU6())]
-    head = [("conv", net._conv_head), ("bn", net._bn1), ("act", nn.ReLU6())]
-    parts = [nn.Sequential(collections.OrderedDict(stem)), *net._blocks, nn.Sequential(collections.OrderedDict(head))]
-    return nn.Sequential(*parts)
-
-
-def lite0_classifier() -> Model:
-    """The whole EfficientNet-Lite0 ImageNet classifier (dropout 0.2, 1,000 classes), randomly initialised."""
-    parts = [
-        ("features", lite0_features()),
-        ("pool", nn.AdaptiveAvgPool2d(1)),
-        ("flatten", nn.Flatten(1)),
-        ("classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(backbones.LITE0_FEATURES, 1000))),
-    ]
-    return nn.Sequential(collections.OrderedDict(parts))
 
 
 def _batch(x: np.ndarray, dev: torch.device) -> torch.Tensor:

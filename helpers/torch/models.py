@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from helpers import backbones, checks, registry, strategies
+from helpers.torch import efficientnet
 
 __all__ = [
     "device",
@@ -66,13 +67,6 @@ def _small_cnn_backbone(channels: int = 1) -> Model:
     return _pooled(nn.Sequential(*found))
 
 
-def _lite0():
-    """helpers.torch.backbones (chapter 17), which builds EfficientNet-Lite0; imported late, as it imports this."""
-    from helpers.torch import backbones as chapter
-
-    return chapter
-
-
 def _mobilenet_chain(network: nn.Module) -> list[nn.Module]:
     """torchvision's MobileNetV2.forward written as a chain: blocks, pooling, flattening, classifier."""
     return [*network.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), network.classifier]
@@ -88,9 +82,9 @@ BACKBONES = {
         instance_of=torchvision.models.MobileNetV2,
     ),
     "efficientnet_lite0": Backbone(
-        backbone=lambda: _pooled(_lite0().lite0_features()),
+        backbone=lambda: _pooled(efficientnet.lite0_features()),
         blocks=lambda network: list(network.features),
-        classifier=lambda: _lite0().lite0_classifier(),
+        classifier=efficientnet.lite0_classifier,
         weights="efficientnet_lite0-torch",
         rename=backbones.lite0_tensor_name,
     ),
