@@ -140,7 +140,15 @@ CHAPTERS: tuple[Chapter, ...] = (
     ),
     _both(14, "peft", "14_peft", "peft", "peft", tests=("test_peft.py",)),
     _both(15, "export", "15_export", "export", "export", tests=("test_export.py",)),
-    _both(16, "fast_training", "16_fast_training", "throughput", "speed", tests=("test_fast_training.py",)),
+    _both(
+        16,
+        "fast_training",
+        "16_fast_training",
+        "throughput",
+        "speed",
+        extras=("torch/data_parallel_train.py", "keras/data_parallel_train.py"),  # run as scripts, never imported
+        tests=("test_fast_training.py",),
+    ),
     _both(
         17,
         "backbones",
