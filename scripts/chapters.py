@@ -51,7 +51,7 @@ notebook; `keras.`, `tf.` in a PyTorch one): a cell marked for the wrong framewo
     python scripts/chapters.py            # write every chapter's notebooks and fragment (`make notebooks`)
     python scripts/chapters.py --check    # write nothing; fail if a committed file differs from its source
     python scripts/chapters.py book/02_feature_extraction   # only these chapters
-    python scripts/chapters.py --stats    # write nothing; each source's size, cells and lines kept twice
+    python scripts/chapters.py --stats    # write nothing; each source's size, cells, lines and prose words kept twice
 
 The generated files are committed (launch links, nbval, the claims ledger and `make lab` read them as they are);
 tests/test_chapters.py fails when one differs from what its source generates. Never edit them by hand.
@@ -658,6 +658,21 @@ def kept_twice(chapter: Chapter) -> int:
     return sum(block.size for block in matcher.get_matching_blocks())
 
 
+def prose_words_kept_twice(chapter: Chapter) -> int:
+    """The prose words kept twice: how many words of the PyTorch-only markdown (one-framework markdown cells and
+    the blocks of shared ones) difflib matches, word for word, in the Keras-only markdown. Unlike `kept_twice`, a
+    paragraph that both frameworks say in slightly different words counts here."""
+    only: dict[str, list[str]] = {fw: [] for fw in FRAMEWORKS}
+    for cell in chapter.cells:
+        if cell.framework and cell.kind == "markdown":
+            only[cell.framework] += cell.source.split()
+        for difference in cell.differences:
+            for fw in FRAMEWORKS:
+                only[fw] += " ".join(difference.lines[fw]).split()
+    matcher = difflib.SequenceMatcher(None, only["torch"], only["keras"], autojunk=False)
+    return sum(block.size for block in matcher.get_matching_blocks())
+
+
 def statistics(path: Path) -> dict[str, int | str]:
     """One chapter source's size and how much of it is framework-specific (`chapters.py --stats`)."""
     import jupytext
@@ -682,6 +697,7 @@ def statistics(path: Path) -> dict[str, int | str]:
         "one-framework markdown cells": sum(cell.kind == "markdown" and cell.framework is not None for cell in cells),
         "markdown cells with blocks": sum(bool(cell.differences) for cell in cells),
         "lines kept twice": kept_twice(chapter),
+        "prose words kept twice": prose_words_kept_twice(chapter),
     }
 
 
