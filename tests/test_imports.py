@@ -24,9 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Edges that lie on a cycle, importer -> imported (none left: the builder of EfficientNet-Lite0 that torch/models.py
 # needs left torch/backbones.py, which imports models, for its own module).
-KNOWN_CYCLE_EDGES: set[tuple[str, str]] = (
-    set()
-)  # the last one (torch models <-> backbones) ended with torch/efficientnet.py
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 # (importer, module, private name): 41 `from ... import _name` of 19 names, and 4 `module._name` uses of 3 names.
 KNOWN_PRIVATE = {
