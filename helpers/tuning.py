@@ -131,3 +131,64 @@ def suggest_lr(result: dict) -> float:
     """A learning rate from a range test: where the smoothed loss is lowest, divided by ten."""
     losses = smooth(result["loss"])
     return float(np.asarray(result["lr"])[int(np.nanargmin(losses))] / 10)
+
+
+# Discriminative learning rates (chapter 03): `fit(..., block_lr_decay=)` in both wings.
+
+
+def check_decay(block_lr_decay) -> None:
+    """`block_lr_decay` is None (one rate for all) or a factor in (0, 1]."""
+    if block_lr_decay is None:
+        return
+    if isinstance(block_lr_decay, bool) or not isinstance(block_lr_decay, int | float) or not 0 < block_lr_decay <= 1:
+        raise ValueError(
+            "block_lr_decay must be a number in (0, 1] (each block below the head trains at that factor times "
+            f"the rate of the block above it) or None, got {block_lr_decay!r}"
+        )
+
+
+def block_factors(depth: int, block_lr_decay: float | None) -> list[float]:
+    """Rate factor of each of `depth` blocks, input to output: decay**k for the block k levels below the head."""
+    check_decay(block_lr_decay)
+    decay = 1.0 if block_lr_decay is None else float(block_lr_decay)
+    return [decay ** (depth - i) for i in range(depth)]
+
+
+# Precision, memory layout and compilation (chapter 16): `fit(..., precision=, channels_last=, compile=)`.
+
+PRECISIONS = ("float32", "bfloat16", "float16")  # what `precision=` accepts; None is float32
+GPU_ONLY_PRECISIONS = ("float16",)  # no fast float16 arithmetic on a CPU, and no loss scaling needed there
+
+
+def check_precision(precision: str | None) -> str | None:
+    """Validate a `precision=` argument: None (automatic) or one of PRECISIONS."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be None (automatic) or one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def choose_precision(precision: str | None, device: str, bfloat16_supported: bool) -> str:
+    """The compute precision to train in on `device` ('cuda' or 'cpu'); one ValueError when it cannot run there.
+
+    None is float32 on every device: lower precision is a speed option the caller asks for (chapter 16), so that a
+    default `fit` is the plain float32 loop everywhere. float16 needs a GPU; bfloat16 on a CPU is allowed (it runs,
+    usually slower than float32 unless the CPU has bfloat16 instructions: measure it).
+    """
+    check_precision(precision)
+    if precision is None:
+        return "float32"
+    if precision in GPU_ONLY_PRECISIONS and device != "cuda":
+        raise ValueError(
+            f"precision={precision!r} needs a CUDA GPU, and this process runs on {device!r}: "
+            "use precision='bfloat16' or 'float32' (or None for the device's default) on a CPU"
+        )
+    if precision == "bfloat16" and device == "cuda" and not bfloat16_supported:
+        raise ValueError("this GPU has no bfloat16 support: use precision='float16' (with loss scaling) or 'float32'")
+    return precision
+
+
+def check_flag(name: str, value) -> bool | None:
+    """Validate an on/off option that may also be None (automatic)."""
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True, False or None (automatic), got {value!r}")
+    return None if value is None else bool(value)

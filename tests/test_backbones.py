@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from helpers import backbones, data, registry
+from helpers import backbones, data, models, registry
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
 from helpers import torch as ht
 from helpers.keras import efficientnet_port
@@ -25,11 +25,11 @@ def photos():
 
 def test_every_checkpoint_tensor_gets_a_name_of_the_book_network():
     state = torch.load(registry.fetch("efficientnet_lite0-torch"), map_location="cpu", weights_only=True)
-    renamed = {backbones.lite0_tensor_name(k) for k in state}
+    renamed = {models.lite0_tensor_name(k) for k in state}
     assert renamed == set(torch_efficientnet.lite0_classifier().state_dict()) and len(renamed) == len(state)
-    assert backbones.lite0_tensor_name("_blocks.15._project_conv.weight") == "features.16._project_conv.weight"
+    assert models.lite0_tensor_name("_blocks.15._project_conv.weight") == "features.16._project_conv.weight"
     with pytest.raises(ValueError, match="not a tensor of the EfficientNet-Lite0 checkpoint"):
-        backbones.lite0_tensor_name("classifier.weight")
+        models.lite0_tensor_name("classifier.weight")
 
 
 def test_symmetric_scaling_gives_the_range_the_network_was_trained_on(photos):
@@ -78,7 +78,7 @@ def test_the_keras_port_reads_every_tensor_of_the_file():
 def test_lite0_structure_blocks_freezing(name):
     book = FRAMEWORKS[name]
     backbone = book.pretrained_backbone("efficientnet_lite0")
-    assert len(book.blocks(backbone)) == backbones.LITE0_BLOCKS + 2 and book.feature_dim(backbone) == 1280
+    assert len(book.blocks(backbone)) == models.LITE0_BLOCKS + 2 and book.feature_dim(backbone) == 1280
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     early, late = book.block_outputs(backbone, x, [1, -1])
     assert early.shape == (2, 32, 32, 16) and late.shape == (2, 2, 2, 1280)

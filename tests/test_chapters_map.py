@@ -2,9 +2,9 @@
 
 The rule (issue 20, part 3): chapter `slug` keeps its framework-neutral part in helpers/<slug>.py, its wings in
 helpers/torch/<slug>.py and helpers/keras/<slug>.py, its tests in tests/test_<slug>.py (or test_<slug>_<aspect>.py).
-Base layers keep their own names. Chapters that break the rule today are listed in NOT_YET_RENAMED with the names
-they still use; the list only shrinks: a chapter that breaks the rule unlisted fails, and so does a listed name
-that follows the rule already (delete it from the list). Text only: nothing here imports a framework.
+Base layers keep their own names. Every chapter follows the rule; NOT_YET_RENAMED, the list of exceptions, is
+empty and only shrinks: a chapter that breaks the rule unlisted fails, and so does a listed name that follows the
+rule already. Text only: nothing here imports a framework.
 """
 
 from pathlib import Path
@@ -41,26 +41,8 @@ BASE_TESTS = {
     "test_workflow.py",
 }
 
-# Why a rename waits: a chapter's ledger entry (scripts/claims.py) fingerprints the helpers modules its notebooks
-# import and its wing module, so renaming one makes the chapter's entry stale.
-CLAIMS = (
-    "renaming changes the notebooks' imports or a fingerprinted wing module: it lands with the chapter's `make claims`"
-)
-PROSE = "the chapter's prose names this test file: renamed together with that sentence (and `make notebooks`)"
-
-# slug -> (the paths its slug does not name yet, why they wait)
-NOT_YET_RENAMED = {
-    "finetuning_strategies": (
-        {"helpers/strategies.py", "helpers/torch/finetuning.py", "helpers/keras/finetuning.py"},
-        CLAIMS,
-    ),
-    "domain_adaptation": (
-        {"helpers/domains.py", "helpers/torch/adaptation.py", "helpers/keras/adaptation.py", "tests/test_domains.py"},
-        f"{CLAIMS} (chapter 3 imports domains too: its MNIST-M blend moves to the data layer); "
-        f"test_domains.py: {PROSE}",
-    ),
-    "fast_training": ({"helpers/throughput.py", "helpers/torch/speed.py", "helpers/keras/speed.py"}, CLAIMS),
-}
+# slug -> (the paths its slug does not name yet, why they wait): none left, every chapter follows its slug.
+NOT_YET_RENAMED: dict[str, tuple[set[str], str]] = {}
 
 CHAPTER_DIRS = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*") if p.is_dir())
 

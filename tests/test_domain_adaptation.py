@@ -6,7 +6,7 @@ import torch
 
 import helpers.torch as torch_half
 from conftest import keras_half
-from helpers import domains
+from helpers import domain_adaptation
 
 tf = keras_half.models.tf
 BOTH = [torch_half, keras_half]
@@ -60,7 +60,7 @@ def test_coral_loss_equals_the_numpy_hand_computation(book):
     source, target = rng.normal(size=(12, 5)).astype(np.float32), (rng.normal(size=(9, 5)) * 1.7).astype(np.float32)
     as_tensor = torch.from_numpy if book is torch_half else tf.convert_to_tensor
     loss = float(book.coral_loss(as_tensor(source), as_tensor(target)))
-    assert loss == pytest.approx(domains.coral_distance(source, target), rel=1e-4)
+    assert loss == pytest.approx(domain_adaptation.coral_distance(source, target), rel=1e-4)
     assert loss > 0
 
 
@@ -108,7 +108,7 @@ def test_bad_input_raises_one_clear_value_error(book):
 
 
 @pytest.mark.parametrize("book", BOTH, ids=IDS)
-@pytest.mark.parametrize("method", domains.METHODS)
+@pytest.mark.parametrize("method", domain_adaptation.METHODS)
 def test_fit_adapted_trains_and_reports_its_losses(book, method):
     book.seed(0)
     model = book.small_cnn(10, channels=3)

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from helpers import fast_training, tuning
 from helpers import keras as hk  # noqa: I001
-from helpers import throughput
 from helpers import torch as ht  # torch before TensorFlow in one process
 
 BOOKS = {"torch": ht, "keras": hk}
@@ -17,15 +17,15 @@ BOOKS = {"torch": ht, "keras": hk}
 
 
 def test_images_per_second_and_ratios():
-    assert throughput.images_per_second(640, 2.0) == 320.0
+    assert fast_training.images_per_second(640, 2.0) == 320.0
     rates = {"plain": 100.0, "bf16": 50.0, "channels_last": 250.0}
-    assert throughput.ratios(rates, "plain") == {"plain": 1.0, "bf16": 0.5, "channels_last": 2.5}
-    table = throughput.speed_table(rates, "plain")
+    assert fast_training.ratios(rates, "plain") == {"plain": 1.0, "bf16": 0.5, "channels_last": 2.5}
+    table = fast_training.speed_table(rates, "plain")
     assert list(table.index) == list(rates) and table["ratio to plain"].tolist() == [1.0, 0.5, 2.5]
     with pytest.raises(ValueError, match="baseline"):
-        throughput.ratios(rates, "fp32")
+        fast_training.ratios(rates, "fp32")
     with pytest.raises(ValueError, match="seconds > 0"):
-        throughput.images_per_second(10, 0.0)
+        fast_training.images_per_second(10, 0.0)
 
 
 def test_median_seconds_skips_the_warm_up_and_takes_the_median():
@@ -34,31 +34,31 @@ def test_median_seconds_skips_the_warm_up_and_takes_the_median():
     def run():
         calls.append(1)
 
-    seconds = throughput.median_seconds(run, repeats=3, warmup=2)
+    seconds = fast_training.median_seconds(run, repeats=3, warmup=2)
     assert len(calls) == 5 and 0 <= seconds < 0.1
-    assert throughput.max_difference([1.0, 2.0, 3.0], [1.0, 2.5, 2.9]) == pytest.approx(0.5)
+    assert fast_training.max_difference([1.0, 2.0, 3.0], [1.0, 2.5, 2.9]) == pytest.approx(0.5)
 
 
 def test_precision_choice_per_device():
-    assert throughput.choose_precision(None, "cpu", False) == "float32"
-    assert throughput.choose_precision(None, "cuda", True) == "float32"  # one meaning on every device: opt in
-    assert throughput.choose_precision("bfloat16", "cuda", True) == "bfloat16"
-    assert throughput.choose_precision(None, "cuda", False) == "float32"
-    assert throughput.choose_precision("bfloat16", "cpu", False) == "bfloat16"  # allowed on a CPU: it runs
+    assert tuning.choose_precision(None, "cpu", False) == "float32"
+    assert tuning.choose_precision(None, "cuda", True) == "float32"  # one meaning on every device: opt in
+    assert tuning.choose_precision("bfloat16", "cuda", True) == "bfloat16"
+    assert tuning.choose_precision(None, "cuda", False) == "float32"
+    assert tuning.choose_precision("bfloat16", "cpu", False) == "bfloat16"  # allowed on a CPU: it runs
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        throughput.choose_precision("float16", "cpu", False)
+        tuning.choose_precision("float16", "cpu", False)
     with pytest.raises(ValueError, match="no bfloat16 support"):
-        throughput.choose_precision("bfloat16", "cuda", False)
+        tuning.choose_precision("bfloat16", "cuda", False)
     with pytest.raises(ValueError, match="precision must be"):
-        throughput.choose_precision("fp16", "cuda", True)
+        tuning.choose_precision("fp16", "cuda", True)
 
 
 def test_check_processes():
-    assert throughput.check_processes(2, 2, "CPU cores") == 2
+    assert fast_training.check_processes(2, 2, "CPU cores") == 2
     with pytest.raises(ValueError, match="only 2 CPU cores"):
-        throughput.check_processes(3, 2, "CPU cores")
+        fast_training.check_processes(3, 2, "CPU cores")
     with pytest.raises(ValueError, match="positive integer"):
-        throughput.check_processes(0, 2, "CPU cores")
+        fast_training.check_processes(0, 2, "CPU cores")
 
 
 # --- fit's speed options, both frameworks ------------------------------------------------------------------------
@@ -97,13 +97,13 @@ def test_fit_defaults_are_the_plain_float32_loop_on_a_cpu(framework):
 @pytest.mark.parametrize("framework", BOOKS)
 def test_speed_options_default_to_off_on_every_device(framework, monkeypatch):
     """None resolves to the plain step whatever the device: chapter 2's written-out epoch equals `fit` on a GPU too."""
-    speed = BOOKS[framework].speed
-    monkeypatch.setattr(speed, "device", lambda: "cuda")
-    monkeypatch.setattr(speed, "_bfloat16_supported", lambda: True)
-    precision, channels_last, compile = speed._options(None, None, None)
+    core = BOOKS[framework].core
+    monkeypatch.setattr(core, "device", lambda: "cuda")
+    monkeypatch.setattr(core, "bfloat16_supported", lambda: True)
+    precision, channels_last, compile = core.precision_options(None, None, None)
     assert precision == "float32" and compile is False
     assert channels_last is (framework == "keras")  # Keras images are NHWC already: nothing to change
-    assert speed._options("bfloat16", True, True) == ("bfloat16", True, True)  # asked for: given
+    assert core.precision_options("bfloat16", True, True) == ("bfloat16", True, True)  # asked for: given
 
 
 @pytest.mark.parametrize("framework", BOOKS)
@@ -169,7 +169,7 @@ def test_step_rate_restores_the_weights(framework):
 
 @pytest.mark.parametrize("framework", BOOKS)
 def test_launcher_refuses_more_processes_than_devices(framework, tmp_path):
-    too_many = throughput.available_cpus() + 1
+    too_many = fast_training.available_cpus() + 1
     with pytest.raises(ValueError, match=f"{too_many} data-parallel processes"):
         BOOKS[framework].launch_data_parallel(tmp_path / "never_written.py", processes=too_many)
 
@@ -220,7 +220,7 @@ def _reference_keras(script, x, y):
     return losses
 
 
-@pytest.mark.skipif(throughput.available_cpus() < 2, reason="two data-parallel processes need two cores")
+@pytest.mark.skipif(fast_training.available_cpus() < 2, reason="two data-parallel processes need two cores")
 @pytest.mark.parametrize("framework", BOOKS)
 def test_two_data_parallel_processes_match_one(framework, tmp_path):
     book = BOOKS[framework]
@@ -233,5 +233,5 @@ def test_two_data_parallel_processes_match_one(framework, tmp_path):
     result = json.loads((tmp_path / "out.json").read_text())
     reference = (_reference_torch if framework == "torch" else _reference_keras)(script, x, y)
     assert result["processes"] == 2 and len(result["losses"]) == STEPS
-    assert throughput.max_difference(result["losses"], reference) < 1e-4, (result["losses"], reference)
+    assert fast_training.max_difference(result["losses"], reference) < 1e-4, (result["losses"], reference)
     assert reference[-1] < reference[0]  # it trained

@@ -113,9 +113,9 @@ def test_discriminative_rates_reject_nonsense(book, clothes):
         book.fit(book.new_head(16, 3), (features, np.zeros(4, int)), block_lr_decay=0.5, verbose=False)
 
 
-def test_strategies_module_imports_no_framework():
+def test_the_neutral_module_imports_no_framework():
     code = (
-        "import sys, helpers.strategies;"
+        "import sys, helpers.finetuning_strategies;"
         "bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -138,3 +138,54 @@ def test_bad_input_gets_a_clear_error(book):
         book.pretrained_backbone("mobilenet_v2", weights="imagenet21k")
     with pytest.raises(ValueError, match="no trainable parameters"):
         book.fit(book.freeze(head), (features, np.zeros(4, int)), verbose=False)
+
+
+# ----------------------------------------------------------------------------- Keras' private API, in one module
+
+
+def test_the_private_keras_api_behaves_as_the_helpers_expect():
+    """helpers.keras.internals holds every use of Keras' and TensorFlow's private API (tests/test_imports.py keeps it
+    there). Each is exercised here on the installed versions; they were checked on Keras internals.CHECKED_KERAS."""
+    import keras
+
+    from helpers.keras import internals
+
+    assert keras.__version__ == internals.CHECKED_KERAS, (
+        f"Keras {keras.__version__} is installed, the private API in helpers/keras/internals.py was checked on "
+        f"{internals.CHECKED_KERAS}: run this test, read the Keras changes to the names it lists, then update "
+        "CHECKED_KERAS"
+    )
+    inner = keras.Sequential([keras.layers.Dense(2, name="inner_dense")], name="inner")
+    model = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1, name="outer_dense")], name="outer")
+    names = [layer.name for layer in internals.flatten_layers(model)]
+    assert names == ["outer", "inner", "inner_dense", "outer_dense"]
+    assert [layer.name for layer in internals.flatten_layers(model, include_self=False, recursive=False)] == [
+        "inner",
+        "outer_dense",
+    ]
+
+    # per-variable rates: `slow` steps at half the rate, plain SGD and AdamW's decoupled decay alike
+    for optimizer, expected_fast, expected_slow in (
+        (keras.optimizers.SGD(0.1), 1 - 0.1, 1 - 0.05),
+        (keras.optimizers.AdamW(0.1, weight_decay=0.5), None, None),
+    ):
+        fast, slow = keras.Variable(np.ones(2, "float32")), keras.Variable(np.ones(2, "float32"))
+        wrapped = internals.with_block_rates(optimizer, [([slow], 0.5)])
+        assert type(wrapped).__name__ == f"BlockRate{type(optimizer).__name__}"
+        wrapped.apply_gradients([(np.ones(2, "float32"), fast), (np.ones(2, "float32"), slow)])
+        step_fast, step_slow = 1 - fast.numpy(), 1 - slow.numpy()
+        if expected_fast is not None:
+            np.testing.assert_allclose(fast.numpy(), expected_fast, rtol=1e-6)
+            np.testing.assert_allclose(slow.numpy(), expected_slow, rtol=1e-6)
+        else:  # AdamW's first step is lr * (1 + weight_decay) whatever the gradient: both halve for `slow`
+            np.testing.assert_allclose(step_slow, step_fast / 2, rtol=1e-4)
+            np.testing.assert_allclose(step_fast, 0.1 + 0.1 * 0.5, rtol=1e-4)
+
+    was = internals.op_determinism_enabled()
+    try:
+        internals.set_op_determinism(True)
+        assert internals.op_determinism_enabled()
+        internals.set_op_determinism(False)
+        assert not internals.op_determinism_enabled()
+    finally:
+        internals.set_op_determinism(was)

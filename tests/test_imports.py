@@ -26,62 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # needs left torch/backbones.py, which imports models, for its own module).
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
-# (importer, module, private name): 41 `from ... import _name` of 19 names, and 4 `module._name` uses of 3 names.
-KNOWN_PRIVATE = {
-    ("helpers.keras", "helpers", "_import_tensorflow_quietly"),
-    ("helpers.keras.adaptation", "helpers.keras.training", "_check_data"),
-    ("helpers.keras.adaptation", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.adaptation", "helpers.keras.training", "_input_shape"),
-    ("helpers.keras.peft", "helpers.keras.text_classification", "_backbone_inputs"),
-    ("helpers.keras.peft", "helpers.keras.text_classification", "_text_backbone"),
-    ("helpers.keras.peft", "helpers.keras.text_classification", "_text_inputs"),
-    ("helpers.keras.detection", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.distillation", "helpers.keras.models", "_small_cnn_backbone"),
-    ("helpers.keras.distillation", "helpers.keras.models", "_tagged"),
-    ("helpers.keras.distillation", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.distillation", "helpers.keras.training", "_input_shape"),
-    ("helpers.keras.distillation", "helpers.keras.training", "_num_outputs"),
-    ("helpers.keras.export", "helpers.keras.training", "_input_shape"),
-    ("helpers.keras.finetuning", "helpers.keras.mobilenet_port", "_layers"),
-    ("helpers.keras.interpretation", "helpers.keras.mobilenet_port", "_layers"),
-    ("helpers.keras.interpretation", "helpers.keras.training", "_input_shape"),
-    ("helpers.keras.text_classification", "helpers.keras.training", "_EpochTimer"),
-    ("helpers.keras.text_classification", "helpers.keras.training", "_quiet_predict"),
-    ("helpers.keras.image_text", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.hyperparameter_search", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.few_labels", "helpers.keras.training", "_compiled"),
-    ("helpers.keras.few_labels", "helpers.keras.training", "_input_shape"),
-    ("helpers.keras.training", "helpers.keras.finetuning", "_block_rates"),
-    ("helpers.keras.training", "helpers.keras.speed", "_optimizer"),  # speed._optimizer
-    ("helpers.keras.training", "helpers.keras.speed", "_options"),  # speed._options
-    ("helpers.keras.training", "helpers.keras.speed", "_use_precision"),  # speed._use_precision
-    ("helpers.torch.adaptation", "helpers.torch.training", "_as_tensor"),
-    ("helpers.torch.adaptation", "helpers.torch.training", "_check_data"),
-    ("helpers.torch.adaptation", "helpers.torch.training", "_input_shape"),
-    ("helpers.torch.distillation", "helpers.torch.models", "_small_cnn_backbone"),
-    ("helpers.torch.distillation", "helpers.torch.models", "_tagged"),
-    ("helpers.torch.distillation", "helpers.torch.training", "_as_tensor"),
-    ("helpers.torch.distillation", "helpers.torch.training", "_freeze_frozen_batchnorm"),
-    ("helpers.torch.distillation", "helpers.torch.training", "_input_shape"),
-    ("helpers.torch.distillation", "helpers.torch.training", "_num_outputs"),
-    ("helpers.torch.export", "helpers.torch.training", "_input_shape"),
-    ("helpers.torch.interpretation", "helpers.torch.models", "_tagged_parts"),
-    ("helpers.torch.interpretation", "helpers.torch.training", "_as_tensor"),
-    ("helpers.torch.interpretation", "helpers.torch.training", "_input_shape"),
-    ("helpers.torch.text_classification", "helpers.torch.training", "_epoch_line"),
-    ("helpers.torch.few_labels", "helpers.torch.training", "_as_tensor"),
-    ("helpers.torch.few_labels", "helpers.torch.training", "_input_shape"),
-    ("helpers.torch.training", "helpers.torch.finetuning", "_param_groups"),
-    ("helpers.torch.training", "helpers.torch.speed", "_options"),  # speed._options
-}
+# (importer, module, private name): none left (issue 20 made the shared names public, mostly in each wing's core).
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 
 # Base layer -> the chapter modules it imports.
-KNOWN_BASE_TO_CHAPTER = {
-    "helpers.torch.training": {"helpers.torch.finetuning", "helpers.torch.speed"},
-    "helpers.keras.training": {"helpers.keras.finetuning", "helpers.keras.speed"},
-    "helpers.torch.models": {"helpers.backbones", "helpers.strategies", "helpers.torch.efficientnet"},
-    "helpers.keras.models": {"helpers.strategies", "helpers.keras.efficientnet_port"},
-}
+KNOWN_BASE_TO_CHAPTER: dict[str, set[str]] = {}  # none left: training imports core, not chapters 3 and 16
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ FRAMEWORK_ONLY = {
     "helpers.keras.mobilenet_port",
     "helpers.keras.efficientnet_port",
     "helpers.keras.speech_port",
+    "helpers.keras.internals",  # Keras' and TensorFlow's private API, in one place
     "helpers.torch.efficientnet",  # builds EfficientNet-Lite0 from its PyTorch package; Keras ports it instead
 }  # weight porting, one side by nature
 SCRIPTS = {"data_parallel_train"}  # chapter 16's training scripts: run by torchrun or python, never imported

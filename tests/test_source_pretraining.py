@@ -7,7 +7,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from helpers import data, plots, strategies
+from helpers import data, plots
+from helpers.models import SMALL_CNN_BLOCKS
 
 matplotlib.use("Agg")
 
@@ -23,7 +24,7 @@ def _is_torch(book):
 
 def _expected_small_cnn_params(num_classes):
     total, width_in = 0, 1
-    for width, _ in strategies.SMALL_CNN_BLOCKS:
+    for width, _ in SMALL_CNN_BLOCKS:
         total += 9 * width_in * width + 2 * width  # bias-free 3x3 convolution, BatchNorm scale and shift
         width_in = width
     return total + width_in * num_classes + num_classes
@@ -32,7 +33,7 @@ def _expected_small_cnn_params(num_classes):
 def test_small_cnn_has_the_same_blocks_and_parameters_in_both_frameworks(book, clothes):
     x, _ = clothes
     model = book.small_cnn(5)
-    assert len(book.blocks(model)) == len(strategies.SMALL_CNN_BLOCKS)
+    assert len(book.blocks(model)) == len(SMALL_CNN_BLOCKS)
     assert book.predict(model, x).shape == (len(x), 5)
     expected = _expected_small_cnn_params(5)
     assert book.count_params(model) == {"trainable": expected, "total": expected}

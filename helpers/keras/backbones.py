@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import backbones, checks, throughput
+from helpers import backbones, checks, fast_training
 from helpers.keras.models import Model, device
 
 __all__ = ["inference_seconds", "step_memory"]
@@ -27,7 +27,7 @@ def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -
             out = forward(batch)
         np.asarray(out)  # the last batch's result: waits for the device
 
-    return throughput.median_seconds(run, repeats=repeats, warmup=1) / len(x)
+    return fast_training.median_seconds(run, repeats=repeats, warmup=1) / len(x)
 
 
 def _counting_cpu_allocator() -> str | None:

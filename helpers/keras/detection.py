@@ -18,8 +18,8 @@ from keras import ops
 
 from helpers import checks, registry, tuning
 from helpers import detection as neutral
+from helpers.keras.core import compiled
 from helpers.keras.models import Model, blocks, pretrained_backbone
-from helpers.keras.training import _compiled
 
 __all__ = [
     "coco_detector",
@@ -118,7 +118,7 @@ def train_detector(model, images, boxes, labels, steps=100, batch_size=16, lr=1e
         optimizer.apply_gradients(zip(grads, model.trainable_weights))
         return loss
 
-    step = _compiled(step, reduce_retracing=True)
+    step = compiled(step, reduce_retracing=True)
     losses = []
     for batch in neutral.batch_indices(len(images), steps, batch_size, seed):
         losses.append(float(step(tf.constant(images[batch]), tf.constant(targets[batch]))))

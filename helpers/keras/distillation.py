@@ -13,9 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, distillation, strategies, tuning
-from helpers.keras.models import Model, _small_cnn_backbone, _tagged, new_head
-from helpers.keras.training import _compiled, _input_shape, _num_outputs
+from helpers import checks, distillation, tuning
+from helpers.keras.core import compiled, input_shape, num_outputs
+from helpers.keras.models import Model, new_head, small_cnn_backbone, tagged
+from helpers.models import SMALL_CNN_BLOCKS
 
 __all__ = ["distillation_loss", "fit_distilled", "multi_head_cnn", "task_model", "fit_multitask", "latency"]
 
@@ -76,8 +77,8 @@ def fit_distilled(
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
-    x = checks.inputs(x, _input_shape(student))
-    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
+    x = checks.inputs(x, input_shape(student))
+    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), num_outputs(student, x), labels)
     steps = math.ceil(len(x) / batch_size)
     order = tuning.batch_order(len(x), min(batch_size, len(x)), epochs * steps, seed)
     opt = _adam(lr)
@@ -89,7 +90,7 @@ def fit_distilled(
         opt.apply_gradients(zip(grads, student.trainable_weights))
         return loss
 
-    step = _compiled(step)
+    step = compiled(step)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, total = time.perf_counter(), 0.0
@@ -111,8 +112,8 @@ def _check_num_classes(num_classes) -> list[int]:
 def multi_head_cnn(num_classes, channels=1) -> Model:
     """The small CNN's backbone shared by several tasks, one linear head per task (num_classes: one count per task)."""
     counts, channels = _check_num_classes(num_classes), checks.count("channels", channels)
-    backbone = _tagged(_small_cnn_backbone(channels), "small_cnn")
-    width = strategies.SMALL_CNN_BLOCKS[-1][0]
+    backbone = tagged(small_cnn_backbone(channels), "small_cnn")
+    width = SMALL_CNN_BLOCKS[-1][0]
     images = keras.Input((None, None, channels), name="images")
     features = backbone(images)
     heads = [keras.Sequential(new_head(width, n).layers, name=f"head_{i}") for i, n in enumerate(counts)]
@@ -132,7 +133,7 @@ def _check_tasks(model, tasks) -> list[tuple[np.ndarray, np.ndarray]]:
     found = []
     for i, task in enumerate(tasks):
         x, y = checks.pair(task, f"tasks[{i}]")
-        x = checks.inputs(x, _input_shape(model))
+        x = checks.inputs(x, input_shape(model))
         found.append((x, checks.labels(y, len(x), int(model.outputs[i].shape[-1]))))
     return found
 
@@ -163,7 +164,7 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
         opt.apply_gradients(zip(grads, model.trainable_weights))
         return loss
 
-    step = _compiled(step)
+    step = compiled(step)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, total = time.perf_counter(), 0.0
@@ -180,7 +181,7 @@ def latency(model, x, repeats=20) -> dict:
     """Measured inference time of one forward pass on the batch x (in inference mode, as a compiled graph): the
     median over `repeats` calls in milliseconds per batch and per image."""
     repeats = checks.count("repeats", repeats)
-    x = checks.inputs(x, _input_shape(model))
+    x = checks.inputs(x, input_shape(model))
     inputs = tf.constant(x)
     forward = tf.function(lambda images: model(images, training=False))
     seconds = distillation.time_call(lambda: forward(inputs).numpy(), repeats=repeats)

@@ -4,9 +4,9 @@ exactly (chapter 17).
 EfficientNet-Lite is EfficientNet-B0 made friendly to mobile accelerators: ReLU6 instead of swish, no
 squeeze-excitation, a stem and head that do not scale. The package pads every convolution TensorFlow-style
 ('same': the odd pixel at the bottom/right), BatchNorm epsilon is 1e-3 and momentum 0.99. The 18 feature blocks are
-nested models `features_0` (stem) ... `features_17` (head), as in `helpers.torch.backbones`; `features_0` starts with
+nested models `features_0` (stem) ... `features_17` (head), as in `helpers.torch.efficientnet`; `features_0` starts with
 a rescaling of ImageNet-normalised images to [-1, 1]. Layers are named after the book's tensor names
-(`helpers.backbones.lite0_tensor_name`): `features_3_depthwise_conv` holds `features.3._depthwise_conv.weight`.
+(`helpers.models.lite0_tensor_name`): `features_3_depthwise_conv` holds `features.3._depthwise_conv.weight`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from helpers import backbones
+from helpers import models
 from helpers.keras import mobilenet_port
 
 # (repeats, kernel, first stride, expansion, input channels, output channels): efficientnet_lite_builder's stages
@@ -29,7 +29,7 @@ STAGES = (
     (1, 3, 1, 6, 192, 320),
 )
 BN = {"epsilon": 1e-3, "momentum": 0.99}  # the package's torch momentum 0.01
-HEAD = backbones.LITE0_BLOCKS + 1
+HEAD = models.LITE0_BLOCKS + 1
 
 
 def _conv_bn(x, filters, kernel, stride, prefix, conv_name, bn_name, depthwise=False, activation=True):
@@ -43,7 +43,7 @@ def _conv_bn(x, filters, kernel, stride, prefix, conv_name, bn_name, depthwise=F
 
 def _stem() -> keras.Model:
     inputs = keras.Input((None, None, 3))
-    scale, offset = backbones.symmetric_scaling()
+    scale, offset = models.symmetric_scaling()
     x = layers.Rescaling(scale.tolist(), offset.tolist(), name="features_0_scale")(inputs)
     outputs = _conv_bn(x, 32, 3, 2, "features_0", "conv", "bn")
     return keras.Model(inputs, outputs, name="features_0")
@@ -65,7 +65,7 @@ def _mbconv(index, kernel, stride, expansion, in_channels, out_channels) -> kera
 
 def _head(in_channels: int) -> keras.Model:
     inputs = keras.Input((None, None, in_channels))
-    outputs = _conv_bn(inputs, backbones.LITE0_FEATURES, 1, 1, f"features_{HEAD}", "conv", "bn")
+    outputs = _conv_bn(inputs, models.LITE0_FEATURES, 1, 1, f"features_{HEAD}", "conv", "bn")
     return keras.Model(inputs, outputs, name=f"features_{HEAD}")
 
 
@@ -106,5 +106,5 @@ def tensor_key(layer_name: str) -> str:
 
 def load_torch_state(model: keras.Model, state: dict[str, np.ndarray]) -> int:
     """Copy the package's state dict (NumPy arrays, its own tensor names) into the model; returns tensors used."""
-    state = {backbones.lite0_tensor_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    state = {models.lite0_tensor_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     return mobilenet_port.load_torch_state(model, state, key=tensor_key)

@@ -17,8 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import checks, export
+from helpers.keras.core import input_shape
 from helpers.keras.models import Model
-from helpers.keras.training import _input_shape, predict
+from helpers.keras.training import predict
 
 __all__ = ["export_formats", "export_model", "load_exported", "verify_export"]
 
@@ -45,7 +46,7 @@ def _check_format(format: str) -> str:
 
 def _input_spec(model, image_size: int) -> tuple:
     """The input shape with a dynamic batch axis, NHWC images of image_size pixels (or feature vectors)."""
-    shape = _input_shape(model)
+    shape = input_shape(model)
     if shape is None:
         raise ValueError("the model has no single input to read the shape from; pass a network built by book")
     size = checks.count("image_size", image_size)
@@ -147,7 +148,7 @@ def verify_export(
 ) -> dict:
     """Parity of an exported model with `model` on every input: export.parity's report (max |Δlogit|, top-1
     agreement, accuracies with labels); raises export.ParityError beyond max_abs_diff or below min_agreement."""
-    inputs = checks.inputs(inputs, _input_shape(model))
+    inputs = checks.inputs(inputs, input_shape(model))
     reference = predict(model, inputs, batch_size=batch_size)
     exported = export.batched(load_exported(path), inputs, batch_size)
     return export.check_parity(export.parity(reference, exported, labels), max_abs_diff, min_agreement)

@@ -12,8 +12,9 @@ import keras
 import tensorflow as tf
 
 from helpers import few_labels
+from helpers.keras.core import compiled, input_shape
 from helpers.keras.models import Model
-from helpers.keras.training import OPTIMIZERS, _compiled, _input_shape, fit, predict
+from helpers.keras.training import OPTIMIZERS, fit, predict
 
 __all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
 
@@ -50,7 +51,7 @@ def _consistency_step(model: Model, optimizer, threshold: float, weight: float):
         optimizer.apply_gradients(zip(gradients, model.trainable_weights))
         return loss, supervised, unsupervised, keras.ops.mean(mask)
 
-    return _compiled(step)
+    return compiled(step)
 
 
 def fit_consistency(
@@ -60,7 +61,7 @@ def fit_consistency(
     consistency_loss on `ratio * batch_size` unlabelled examples (their weak view and one of their strong views,
     `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`.
     History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold)."""
-    x, y, weak, strong = few_labels.consistency_data(_input_shape(model), labelled, weak, strong)
+    x, y, weak, strong = few_labels.consistency_data(input_shape(model), labelled, weak, strong)
     steps, threshold, ratio, batch_size = few_labels.consistency_options(
         steps, threshold, weight, ratio, lr, batch_size
     )

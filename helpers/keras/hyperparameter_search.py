@@ -15,8 +15,9 @@ import tensorflow as tf
 from keras import ops
 
 from helpers import checks, config, hyperparameter_search, tuning
+from helpers.keras.core import compiled
+from helpers.keras.internals import flatten_layers
 from helpers.keras.models import Model, blocks, feature_dim, new_head
-from helpers.keras.training import _compiled
 
 __all__ = ["trial_features", "top_model", "run_trial", "trial_accuracy"]
 
@@ -63,7 +64,7 @@ def top_model(backbone, unfreeze, num_classes) -> Model:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, head(x), name=f"top_{unfreeze}")
     model.unfreeze = unfreeze
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in flatten_layers(model, include_self=True, recursive=True):
         keras.layers.Layer.trainable.fset(layer, True)
     return model
 
@@ -120,7 +121,7 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
             top_opt.apply_gradients(zip(grads[len(head) :], top))
         return loss
 
-    step = _compiled(step)
+    step = compiled(step)
     steps = math.ceil(len(y) / batch_size)
     order = tuning.batch_order(len(y), min(batch_size, len(y)), params["epochs"] * steps, seed)
     history = []

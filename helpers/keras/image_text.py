@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import checks, image_text, tuning
+from helpers.keras.core import compiled
 from helpers.keras.models import Model
-from helpers.keras.training import _compiled
 
 __all__ = ["contrastive_loss", "contrastive_heads", "fit_contrastive", "embed_images", "embed_texts", "temperature_of"]
 
@@ -107,7 +107,7 @@ def fit_contrastive(
         opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return loss
 
-    step = _compiled(step)
+    step = compiled(step)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, total = time.perf_counter(), 0.0

@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from helpers import checks
 from helpers.interpretation import grad_cam_maps, target_classes
-from helpers.keras.mobilenet_port import _layers
+from helpers.keras.core import input_shape
+from helpers.keras.mobilenet_port import leaf_layers
 from helpers.keras.models import blocks
-from helpers.keras.training import _input_shape
 
 __all__ = [
     "block_outputs",
@@ -26,7 +26,7 @@ def block_outputs(backbone, x, indices) -> list[np.ndarray]:
     """Activations of the chosen feature blocks for inputs x, as NHWC NumPy arrays (negative indices count back)."""
     found = blocks(backbone)
     chosen = [checks.index("block index", i, len(found)) for i in indices]
-    x = checks.inputs(x, _input_shape(backbone))
+    x = checks.inputs(x, input_shape(backbone))
     captured = {i: [] for i in chosen}
     for start in range(0, len(x), 64):
         h = keras.ops.convert_to_tensor(x[start : start + 64])
@@ -39,7 +39,7 @@ def block_outputs(backbone, x, indices) -> list[np.ndarray]:
 
 def first_layer_filters(backbone) -> np.ndarray:
     """The first convolution's kernels as (filters, height, width, channels)."""
-    conv = next(layer for layer in _layers(blocks(backbone)[0]) if isinstance(layer, keras.layers.Conv2D))
+    conv = next(layer for layer in leaf_layers(blocks(backbone)[0]) if isinstance(layer, keras.layers.Conv2D))
     return np.transpose(conv.kernel.numpy(), (3, 0, 1, 2))
 
 
@@ -85,7 +85,7 @@ def split_model(model, block_index):
 def grad_cam(model, x, class_index=None, block_index=-1) -> np.ndarray:
     """Grad-CAM maps (N, h, w) in [0, 1] at a block's output for `class_index` (default: each image's top class)."""
     chain, position = _block_position(model, block_index)
-    x = checks.inputs(x, _input_shape(model))
+    x = checks.inputs(x, input_shape(model))
     activations = _apply(chain[: position + 1], tf.convert_to_tensor(x), False)
     with tf.GradientTape() as tape:
         tape.watch(activations)

@@ -105,11 +105,11 @@ def _torch_key(layer_name: str) -> str:
     return layer_name.replace("_", ".")
 
 
-def _layers(model):
+def leaf_layers(model):
     """All leaf layers, entering nested models."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 
@@ -124,7 +124,7 @@ def load_torch_state(model: keras.Model, state: dict[str, np.ndarray], key=_torc
     EfficientNet-Lite0 port passes its own). Kernels are transposed from PyTorch's layout to Keras'.
     """
     used = 0
-    for layer in _layers(model):
+    for layer in leaf_layers(model):
         if not isinstance(layer, WEIGHTED):
             continue
         prefix = key(layer.name)

@@ -12,8 +12,10 @@ import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file
 
-from helpers import checks, registry, strategies
+from helpers import checks, registry
 from helpers.keras import efficientnet_port, mobilenet_port
+from helpers.keras.internals import flatten_layers
+from helpers.models import BN_EPSILON, BN_MOMENTUM, SMALL_CNN_BLOCKS
 
 __all__ = [
     "device",
@@ -57,7 +59,7 @@ def _small_block(width_in: int, width: int, pool: bool, index: int) -> Model:
     """One block of the small CNN, a nested model named `features_{index}` like MobileNetV2's blocks."""
     inputs = keras.Input((None, None, width_in))
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"features_{index}_0")(inputs)
-    bn = {"epsilon": strategies.BN_EPSILON, "momentum": strategies.BN_MOMENTUM}
+    bn = {"epsilon": BN_EPSILON, "momentum": BN_MOMENTUM}
     x = keras.layers.BatchNormalization(**bn, name=f"features_{index}_1")(x)
     x = keras.layers.ReLU(name=f"features_{index}_2")(x)
     if pool:
@@ -65,11 +67,11 @@ def _small_block(width_in: int, width: int, pool: bool, index: int) -> Model:
     return keras.Model(inputs, x, name=f"features_{index}")
 
 
-def _small_cnn_backbone(channels: int = 1) -> Model:
-    """The small CNN of chapter 04 without its head (strategies.SMALL_CNN_BLOCKS)."""
+def small_cnn_backbone(channels: int = 1) -> Model:
+    """The small CNN of chapter 04 without its head (SMALL_CNN_BLOCKS)."""
     images = keras.Input((None, None, channels), name="images")
     x, width_in = images, channels
-    for index, (width, pool) in enumerate(strategies.SMALL_CNN_BLOCKS):
+    for index, (width, pool) in enumerate(SMALL_CNN_BLOCKS):
         x = _small_block(width_in, width, pool, index)(x)
         width_in = width
     return keras.Model(images, keras.layers.GlobalAveragePooling2D(name="pool")(x), name="small_cnn")
@@ -90,7 +92,7 @@ BACKBONES = {
         weights="efficientnet_lite0-keras",
         load=lambda network, path: efficientnet_port.load_torch_state(network, load_file(path)),
     ),
-    "small_cnn": Backbone(backbone=_small_cnn_backbone, blocks=_named_blocks),
+    "small_cnn": Backbone(backbone=small_cnn_backbone, blocks=_named_blocks),
 }
 
 
@@ -114,7 +116,7 @@ def _entry(name: str, pretrained: bool = False) -> Backbone:
     return checks.backbone(BACKBONES, name, pretrained)
 
 
-def _tagged(model, name: str):
+def tagged(model, name: str):
     setattr(model, TAG, name)
     return model
 
@@ -129,7 +131,7 @@ def pretrained_model(name: str = "mobilenet_v2") -> Model:
     entry = _entry(name, pretrained=True)
     model = entry.classifier()
     entry.load(model, prepare_weights(name))
-    return _tagged(model, name)
+    return tagged(model, name)
 
 
 def pretrained_backbone(name: str = "mobilenet_v2", weights: str | None = "imagenet") -> Model:
@@ -140,12 +142,12 @@ def pretrained_backbone(name: str = "mobilenet_v2", weights: str | None = "image
     model = entry.backbone()
     if weights:
         entry.load(model, prepare_weights(name))
-    return _tagged(model, name)
+    return tagged(model, name)
 
 
 def _tagged_parts(model):
     """(layer, BACKBONES entry) for every network built here inside `model`, outermost first."""
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in flatten_layers(model, include_self=True, recursive=True):
         name = getattr(layer, TAG, None)
         if name in BACKBONES:
             yield layer, BACKBONES[name]
@@ -208,7 +210,7 @@ def _set_trainable(model, value: bool):
     Keras ignores `layer.trainable = value` when the layer already has that value, without visiting its
     sublayers, so `model.trainable = True` alone leaves blocks frozen inside a trainable model frozen.
     """
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in flatten_layers(model, include_self=True, recursive=True):
         keras.layers.Layer.trainable.fset(layer, value)
     return model
 
@@ -223,8 +225,8 @@ def count_params(model: Model) -> dict[str, int]:
 def small_cnn(num_classes, channels=1) -> Model:
     """A small CNN for 28x28 images: conv-BatchNorm-ReLU(-max-pool) blocks, global average pooling, a linear head."""
     num_classes, channels = checks.classes(num_classes), checks.count("channels", channels)
-    backbone = _tagged(_small_cnn_backbone(channels), "small_cnn")
-    return add_head(backbone, new_head(strategies.SMALL_CNN_BLOCKS[-1][0], num_classes))
+    backbone = tagged(small_cnn_backbone(channels), "small_cnn")
+    return add_head(backbone, new_head(SMALL_CNN_BLOCKS[-1][0], num_classes))
 
 
 def save_weights(model, path, overwrite=False) -> Path:

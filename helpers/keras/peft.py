@@ -15,8 +15,9 @@ import numpy as np
 
 from helpers import checks
 from helpers import peft as peft_helpers
+from helpers.keras.internals import flatten_layers
 from helpers.keras.models import Model, unfreeze
-from helpers.keras.text_classification import _backbone_inputs, _text_backbone, _text_inputs, text_encoder
+from helpers.keras.text_classification import backbone_inputs, text_backbone, text_encoder, text_inputs
 
 __all__ = [
     "pooled_text_classifier",
@@ -40,8 +41,8 @@ def pooled_text_classifier(num_classes, dropout=0.1) -> Model:
         raise ValueError(f"dropout is a probability in [0, 1), got {dropout!r}")
     backbone = text_encoder()
     backbone.get_layer(_POOLER).trainable = False  # the [CLS] pooler feeds nothing here: frozen, as in PyTorch
-    inputs = _text_inputs()
-    hidden = backbone(_backbone_inputs(inputs))["sequence_output"]
+    inputs = text_inputs()
+    hidden = backbone(backbone_inputs(inputs))["sequence_output"]
     mask = keras.ops.expand_dims(keras.ops.cast(inputs["attention_mask"], hidden.dtype), -1)
     mean = keras.ops.sum(hidden * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1e-9)
     mean = keras.layers.Dropout(float(dropout), name="dropout")(mean)
@@ -83,10 +84,10 @@ def train_biases(model) -> Model:
 
 def lora_targets(model, targets=peft_helpers.LORA_TARGETS) -> dict:
     """The layers LoRA would adapt, {path: layer}: the attention projections whose names are in `targets`."""
-    backbone = _text_backbone(model)
+    backbone = text_backbone(model)
     found = {
         layer.path: layer
-        for layer in backbone._flatten_layers(include_self=False)
+        for layer in flatten_layers(backbone, include_self=False)
         if layer.name in targets and hasattr(layer, "enable_lora")
     }
     if not found:
@@ -121,10 +122,10 @@ def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Mode
 
 def merge_lora(model) -> Model:
     """A plain model whose weights absorb the LoRA updates, W + (alpha/r) B A: same outputs, no adapter layers."""
-    if not any(getattr(layer, "lora_enabled", False) for layer in model._flatten_layers()):
+    if not any(getattr(layer, "lora_enabled", False) for layer in flatten_layers(model)):
         raise ValueError("model has no LoRA adapters to merge; pass the model that add_lora returned")
     merged = pooled_text_classifier(int(model.outputs[0].shape[-1]), model.get_layer("dropout").rate)
-    pairs = list(zip(model._flatten_layers(), merged._flatten_layers(), strict=True))
+    pairs = list(zip(flatten_layers(model), flatten_layers(merged), strict=True))
     for source, target in pairs:
         store = {}
         source.save_own_variables(store)  # a LoRA layer saves its merged kernel W + (alpha/r) A B

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from helpers.keras.internals import flatten_layers
+
 EMBEDDING_BLOCKS = 5
 
 
@@ -101,7 +103,7 @@ def _block(block_layers: list, x, name: str):
 
 
 def _find(model: keras.Model, name: str):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flatten_layers(model, include_self=False, recursive=True):
         if layer.name == name:
             return layer
     raise KeyError(name)

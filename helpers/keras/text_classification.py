@@ -15,7 +15,7 @@ import numpy as np
 
 from helpers import checks, config, text, tuning
 from helpers.keras.models import Model, unfreeze
-from helpers.keras.training import _EpochTimer, _quiet_predict
+from helpers.keras.training import EpochTimer, quiet_predict
 
 __all__ = [
     "text_tokenizer",
@@ -56,11 +56,11 @@ def text_encoder() -> Model:
     return _keras_hub().models.BertBackbone.from_preset(str(text.model_dir()))
 
 
-def _text_inputs() -> dict:
+def text_inputs() -> dict:
     return {name: keras.Input((None,), dtype="int32", name=name) for name in text.TEXT_INPUTS}
 
 
-def _backbone_inputs(inputs: dict) -> dict:
+def backbone_inputs(inputs: dict) -> dict:
     """keras-hub's names for the three token arrays."""
     return {
         "token_ids": inputs["input_ids"],
@@ -73,15 +73,15 @@ def text_classifier(num_classes, dropout=0.1) -> Model:
     """MiniLM with a new classification head on its pooled [CLS] output: dropout, then one dense layer."""
     num_classes = checks.classes(num_classes)
     backbone = text_encoder()
-    inputs = _text_inputs()
-    pooled = backbone(_backbone_inputs(inputs))["pooled_output"]
+    inputs = text_inputs()
+    pooled = backbone(backbone_inputs(inputs))["pooled_output"]
     pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
     init = keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's initialisation, as transformers uses
     logits = keras.layers.Dense(num_classes, kernel_initializer=init, name="classifier")(pooled)
     return keras.Model(inputs, logits, name="minilm_classifier")
 
 
-def _text_backbone(model):
+def text_backbone(model):
     """The BertBackbone inside an encoder or a classifier."""
     if isinstance(model, _keras_hub().models.BertBackbone):
         return model
@@ -93,14 +93,14 @@ def _text_backbone(model):
 
 def encoder_layers(model) -> list:
     """The transformer layers of a text encoder or classifier, from input to output."""
-    return list(_text_backbone(model).transformer_layers)
+    return list(text_backbone(model).transformer_layers)
 
 
 def train_top_layers(model, num_layers):
     """Freeze the embeddings and all but the top `num_layers` transformer layers; pooler and head stay trainable."""
     layers = encoder_layers(model)
     num_layers = checks.up_to("num_layers", num_layers, len(layers))
-    backbone = _text_backbone(model)
+    backbone = text_backbone(model)
     unfreeze(model)
     for layer in backbone.layers:
         layer.trainable = layer.name == "pooled_dense"
@@ -116,8 +116,8 @@ def _embedder(backbone, normalize: bool):
     key = (normalize,)
     cached = _EMBEDDERS.setdefault(backbone, {})
     if key not in cached:
-        inputs = _text_inputs()
-        hidden = backbone(_backbone_inputs(inputs))["sequence_output"]
+        inputs = text_inputs()
+        hidden = backbone(backbone_inputs(inputs))["sequence_output"]
         mask = keras.ops.expand_dims(keras.ops.cast(inputs["attention_mask"], hidden.dtype), -1)
         mean = keras.ops.sum(hidden * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1e-9)
         if normalize:
@@ -134,15 +134,15 @@ def sentence_embeddings(model, tokens, batch_size=64, normalize=True) -> np.ndar
     """Mean of the last layer's token vectors over the attention mask (N, hidden), L2-normalised by default."""
     batch_size = checks.count("batch_size", batch_size)
     tokens = text.check_tokens(tokens)
-    embedder = _embedder(_text_backbone(model), bool(normalize))
-    return _quiet_predict(embedder, _int32(tokens), batch_size)
+    embedder = _embedder(text_backbone(model), bool(normalize))
+    return quiet_predict(embedder, _int32(tokens), batch_size)
 
 
 def predict_text(model, tokens, batch_size=64) -> np.ndarray:
     """Class logits (N, classes) of a text classifier for tokenized texts."""
     batch_size = checks.count("batch_size", batch_size)
     tokens = text.check_tokens(tokens)
-    return _quiet_predict(model, _int32(tokens), batch_size)
+    return quiet_predict(model, _int32(tokens), batch_size)
 
 
 def _check_text_data(model, data) -> tuple[dict, np.ndarray]:
@@ -217,7 +217,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
         jit_compile=False,
         run_eagerly=config.profile().keras_eager,
     )
-    timer, rates, steps_timer = _EpochTimer(), _RateRecorder(), _StepTimer()
+    timer, rates, steps_timer = EpochTimer(), _RateRecorder(), _StepTimer()
     val = _check_text_data(model, validation) if validation is not None else None
     result = model.fit(
         tokens,

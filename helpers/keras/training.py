@@ -11,8 +11,14 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import checks, config, tuning
-from helpers.keras import speed
-from helpers.keras.finetuning import _block_rates
+from helpers.keras.core import (
+    block_rates,
+    check_data,
+    input_shape,
+    precision_optimizer,
+    precision_options,
+    use_precision,
+)
 from helpers.metrics import accuracy, nll
 
 __all__ = [
@@ -39,40 +45,7 @@ OPTIMIZERS = {  # settings shared with helpers.torch through helpers.tuning
 HISTORY_KEYS = ("loss", "cross_entropy", "accuracy", "epoch_seconds", "val_loss", "val_cross_entropy", "val_accuracy")
 
 
-def _compiled(step, **options):
-    """A training step as a TensorFlow graph (`tf.function(step, **options)`), or eager in profiles that say so
-    (config.Profile.keras_eager). Shared by the hand-written training loops of the chapter modules."""
-    return step if config.profile().keras_eager else tf.function(step, **options)
-
-
-def _input_shape(model) -> tuple | None:
-    """The model's input shape without the batch axis, e.g. (None, None, 3), or None when it has no single input."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return tuple(inputs[0].shape[1:]) if inputs and len(inputs) == 1 else None
-
-
-def _num_outputs(model, x: np.ndarray) -> int:
-    """The model's real output size: its symbolic output, or one forward pass on one example."""
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
-        outputs = None
-    if outputs and len(outputs) == 1 and outputs[0].shape[-1] is not None:
-        return int(outputs[0].shape[-1])
-    return int(keras.ops.shape(model(x[:1], training=False))[-1])
-
-
-def _check_data(model, data, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """Validate an (inputs, labels) pair against the model's input layout and its real output size."""
-    x, y = checks.pair(data, what)
-    x = checks.inputs(x, _input_shape(model))
-    return x, checks.labels(y, len(x), _num_outputs(model, x))
-
-
-class _EpochTimer(keras.callbacks.Callback):
+class EpochTimer(keras.callbacks.Callback):
     """Record the wall-clock seconds of every epoch."""
 
     def __init__(self):
@@ -123,30 +96,30 @@ def fit(
     Keras images are NHWC already; compile: XLA (jit_compile; None: off, not Keras' 'auto').
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
-    precision, _, jit_compile = speed._options(precision, channels_last, compile)
+    precision, _, jit_compile = precision_options(precision, channels_last, compile)
     checks.positive(lr=lr)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {', '.join(OPTIMIZERS)}")
     tuning.check_options(schedule, loss, label_smoothing, weight_decay, l2_sp, early_stopping, validation is not None)
-    x, y = _check_data(model, train, "train")
-    val = _check_data(model, validation, "validation") if validation is not None else None
+    x, y = check_data(model, train, "train")
+    val = check_data(model, validation, "validation") if validation is not None else None
     if not model.trainable_weights:
         raise ValueError("model has no trainable parameters: unfreeze something before fit")
     rate = _make_schedule(schedule, lr, epochs * _steps(x, batch_size))
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
     plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
     cross_entropy = keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy")
-    restore = speed._use_precision(model, precision)
+    restore = use_precision(model, precision)
     try:
-        optimizer = _block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay)
+        optimizer = block_rates(_make_optimizer(optimizer, rate, weight_decay), model, block_lr_decay)
         model.compile(
-            optimizer=speed._optimizer(optimizer, precision),
+            optimizer=precision_optimizer(optimizer, precision),
             loss=loss_fn,
             metrics=["accuracy"] if plain else [cross_entropy, "accuracy"],
             run_eagerly=config.profile().keras_eager,
             jit_compile=jit_compile,
         )
-        timer = _EpochTimer()
+        timer = EpochTimer()
         callbacks = [timer] if val is None else [timer, _Validation(val, loss_fn, early_stopping)]
         result = model.fit(
             **_train_inputs(x, y, batch_size, augment), epochs=epochs, verbose=2 if verbose else 0, callbacks=callbacks
@@ -163,7 +136,7 @@ def fit(
 def evaluate(model, data, batch_size=256) -> dict[str, float]:
     """Cross-entropy loss and accuracy on (inputs, labels)."""
     batch_size = checks.count("batch_size", batch_size)
-    x, y = _check_data(model, data)
+    x, y = check_data(model, data)
     logits = predict(model, x, batch_size=batch_size)
     return {"loss": nll(y, logits), "accuracy": accuracy(y, logits)}
 
@@ -171,10 +144,10 @@ def evaluate(model, data, batch_size=256) -> dict[str, float]:
 def predict(model, x, batch_size=256) -> np.ndarray:
     """Model outputs (logits or features) for NumPy inputs, as a NumPy array."""
     batch_size = checks.count("batch_size", batch_size)
-    return _quiet_predict(model, checks.inputs(x, _input_shape(model)), batch_size)
+    return quiet_predict(model, checks.inputs(x, input_shape(model)), batch_size)
 
 
-def _quiet_predict(model, inputs, batch_size: int) -> np.ndarray:
+def quiet_predict(model, inputs, batch_size: int) -> np.ndarray:
     """model.predict (on an array or a dict of arrays) without TensorFlow's retracing warning; each new model
     traces its predict function once, which is expected here."""
     logger, level = tf.get_logger(), tf.get_logger().level
@@ -295,7 +268,7 @@ def lr_range_test(model, train, min_lr=1e-6, max_lr=1.0, steps=100, batch_size=3
     """Train with a rate rising exponentially from min_lr to max_lr; the loss at each step (weights restored after)."""
     batch_size = checks.count("batch_size", batch_size)
     rates = tuning.range_test_rates(min_lr, max_lr, steps)
-    x, y = _check_data(model, train, "train")
+    x, y = check_data(model, train, "train")
     saved = model.get_weights()
     model.compile(
         optimizer=_make_optimizer(optimizer, min_lr),

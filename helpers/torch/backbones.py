@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import backbones, checks, throughput
+from helpers import backbones, checks, fast_training
 from helpers.torch.models import Model, device
 
 __all__ = ["inference_seconds", "step_memory"]
@@ -43,7 +43,7 @@ def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -
                 model(batch)
         _synchronise(dev)
 
-    return throughput.median_seconds(run, repeats=repeats, warmup=1) / len(x)
+    return fast_training.median_seconds(run, repeats=repeats, warmup=1) / len(x)
 
 
 def step_memory(model: Model, train, batch_size: int = 32) -> float:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, distillation, strategies, tuning
-from helpers.torch.models import Model, _small_cnn_backbone, _tagged, device, new_head
-from helpers.torch.training import _as_tensor, _freeze_frozen_batchnorm, _input_shape, _num_outputs
+from helpers import checks, distillation, tuning
+from helpers.models import SMALL_CNN_BLOCKS
+from helpers.torch.core import as_tensor, freeze_frozen_batchnorm, input_shape, num_outputs
+from helpers.torch.models import Model, device, new_head, small_cnn_backbone, tagged
 
 __all__ = ["distillation_loss", "fit_distilled", "multi_head_cnn", "task_model", "fit_multitask", "latency"]
 
@@ -67,9 +68,9 @@ def fit_distilled(
     temperature, alpha = distillation.check_temperature(temperature), distillation.check_alpha(alpha)
     dev = torch.device(device())
     student.to(dev)
-    x = checks.inputs(x, _input_shape(student))
-    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), _num_outputs(student, x), labels)
-    images, teacher, labels = _as_tensor(x), torch.from_numpy(teacher), torch.from_numpy(labels)
+    x = checks.inputs(x, input_shape(student))
+    teacher, labels = distillation.check_teacher_logits(teacher_logits, len(x), num_outputs(student, x), labels)
+    images, teacher, labels = as_tensor(x), torch.from_numpy(teacher), torch.from_numpy(labels)
     steps = math.ceil(len(x) / batch_size)
     order = tuning.batch_order(len(x), min(batch_size, len(x)), epochs * steps, seed)
     opt = _adam([p for p in student.parameters() if p.requires_grad], lr)
@@ -77,7 +78,7 @@ def fit_distilled(
     for epoch in range(epochs):
         start, total = time.perf_counter(), 0.0
         student.train()
-        _freeze_frozen_batchnorm(student)
+        freeze_frozen_batchnorm(student)
         for batch in order[epoch * steps : (epoch + 1) * steps]:
             index = torch.from_numpy(batch)
             loss = distillation_loss(
@@ -115,8 +116,8 @@ def _check_num_classes(num_classes) -> list[int]:
 def multi_head_cnn(num_classes, channels=1) -> Model:
     """The small CNN's backbone shared by several tasks, one linear head per task (num_classes: one count per task)."""
     counts, channels = _check_num_classes(num_classes), checks.count("channels", channels)
-    backbone = _tagged(_small_cnn_backbone(channels), "small_cnn")
-    width = strategies.SMALL_CNN_BLOCKS[-1][0]
+    backbone = tagged(small_cnn_backbone(channels), "small_cnn")
+    width = SMALL_CNN_BLOCKS[-1][0]
     return MultiHead(backbone, [new_head(width, n) for n in counts])
 
 
@@ -133,7 +134,7 @@ def _check_tasks(model, tasks) -> list[tuple[np.ndarray, np.ndarray]]:
     found = []
     for i, task in enumerate(tasks):
         x, y = checks.pair(task, f"tasks[{i}]")
-        x = checks.inputs(x, _input_shape(model))
+        x = checks.inputs(x, input_shape(model))
         found.append((x, checks.labels(y, len(x), model.heads[i][-1].out_features)))
     return found
 
@@ -151,13 +152,13 @@ def fit_multitask(model, tasks, epochs=1, lr=1e-3, batch_size=32, seed=0, verbos
     orders = [
         tuning.batch_order(len(y), min(batch_size, len(y)), epochs * steps, seed + i) for i, (_, y) in enumerate(tasks)
     ]
-    tensors = [(_as_tensor(x), torch.from_numpy(y)) for x, y in tasks]
+    tensors = [(as_tensor(x), torch.from_numpy(y)) for x, y in tasks]
     opt = _adam([p for p in model.parameters() if p.requires_grad], lr)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, total = time.perf_counter(), 0.0
         model.train()
-        _freeze_frozen_batchnorm(model)
+        freeze_frozen_batchnorm(model)
         for step in range(epoch * steps, (epoch + 1) * steps):
             batches = [order[step] for order in orders]
             xb = torch.cat([x[torch.from_numpy(b)] for (x, _), b in zip(tensors, batches)]).to(dev)
@@ -177,10 +178,10 @@ def latency(model, x, repeats=20) -> dict:
     """Measured inference time of one forward pass on the batch x (in eval mode, no gradients): the median over
     `repeats` calls in milliseconds per batch and per image."""
     repeats = checks.count("repeats", repeats)
-    x = checks.inputs(x, _input_shape(model))
+    x = checks.inputs(x, input_shape(model))
     dev = torch.device(device())
     model.to(dev).eval()
-    inputs = _as_tensor(x).to(dev)
+    inputs = as_tensor(x).to(dev)
 
     def run():
         with torch.inference_mode():

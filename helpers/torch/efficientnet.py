@@ -15,7 +15,7 @@ import collections
 import torch
 from torch import nn
 
-from helpers import backbones
+from helpers import models
 
 
 class SymmetricInput(nn.Module):
@@ -23,7 +23,7 @@ class SymmetricInput(nn.Module):
 
     def __init__(self):
         super().__init__()
-        scale, offset = backbones.symmetric_scaling()
+        scale, offset = models.symmetric_scaling()
         self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("offset", torch.from_numpy(offset).view(1, 3, 1, 1), persistent=False)
 
@@ -48,6 +48,6 @@ def lite0_classifier() -> nn.Module:
         ("features", lite0_features()),
         ("pool", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten(1)),
-        ("classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(backbones.LITE0_FEATURES, 1000))),
+        ("classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(models.LITE0_FEATURES, 1000))),
     ]
     return nn.Sequential(collections.OrderedDict(parts))

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from helpers import checks, export
+from helpers.torch.core import input_shape
 from helpers.torch.models import Model
-from helpers.torch.training import _input_shape, predict
+from helpers.torch.training import predict
 
 __all__ = ["export_formats", "export_model", "load_exported", "verify_export"]
 
@@ -53,7 +54,7 @@ def _check_format(format: str) -> str:
 
 def _example(model: nn.Module, image_size: int) -> torch.Tensor:
     """Two example inputs of the model's shape, NHWC for images; the batch axis stays dynamic in the export."""
-    shape = _input_shape(model)
+    shape = input_shape(model)
     if shape is None:
         raise ValueError("found no Conv2d or Linear layer to read the input shape from; pass a network built by book")
     size = checks.count("image_size", image_size)
@@ -140,7 +141,7 @@ def verify_export(
 ) -> dict:
     """Parity of an exported model with `model` on every input: export.parity's report (max |Δlogit|, top-1
     agreement, accuracies with labels); raises export.ParityError beyond max_abs_diff or below min_agreement."""
-    inputs = checks.inputs(inputs, _input_shape(model))
+    inputs = checks.inputs(inputs, input_shape(model))
     reference = predict(model, inputs, batch_size=batch_size)
     exported = export.batched(load_exported(path), inputs, batch_size)
     return export.check_parity(export.parity(reference, exported, labels), max_abs_diff, min_agreement)

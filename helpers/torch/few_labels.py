@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from helpers import few_labels
+from helpers.torch.core import as_tensor, input_shape
 from helpers.torch.models import device
-from helpers.torch.training import OPTIMIZERS, _as_tensor, _input_shape, fit, predict
+from helpers.torch.training import OPTIMIZERS, fit, predict
 
 __all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
 
@@ -39,7 +40,7 @@ def fit_consistency(
     consistency_loss on `ratio * batch_size` unlabelled examples (their weak view and one of their strong views,
     `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`.
     History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold)."""
-    x, y, weak, strong = few_labels.consistency_data(_input_shape(model), labelled, weak, strong)
+    x, y, weak, strong = few_labels.consistency_data(input_shape(model), labelled, weak, strong)
     steps, threshold, ratio, batch_size = few_labels.consistency_options(
         steps, threshold, weight, ratio, lr, batch_size
     )
@@ -50,8 +51,8 @@ def fit_consistency(
     for x_np, y_np, weak_np, strong_np in few_labels.consistency_batches(
         x, y, weak, strong, steps, ratio, batch_size, seed
     ):
-        xb, yb = _as_tensor(x_np).to(dev), torch.as_tensor(y_np).to(dev)
-        weak_b, strong_b = _as_tensor(weak_np).to(dev), _as_tensor(strong_np).to(dev)
+        xb, yb = as_tensor(x_np).to(dev), torch.as_tensor(y_np).to(dev)
+        weak_b, strong_b = as_tensor(weak_np).to(dev), as_tensor(strong_np).to(dev)
         supervised = nn.functional.cross_entropy(model(xb), yb)
         with torch.no_grad():
             logits_weak = model(weak_b)

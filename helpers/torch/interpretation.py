@@ -9,8 +9,9 @@ from torch import nn
 
 from helpers import checks
 from helpers.interpretation import grad_cam_maps, target_classes
-from helpers.torch.models import _tagged_parts, blocks, device
-from helpers.torch.training import _as_tensor, _input_shape, predict
+from helpers.torch.core import as_tensor, input_shape
+from helpers.torch.models import blocks, device, tagged_parts
+from helpers.torch.training import predict
 
 __all__ = [
     "block_outputs",
@@ -45,7 +46,7 @@ def _chain(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """The model as modules applied one after another (its feature blocks one by one), and its blocks."""
     found = blocks(model)
     ids = {id(b) for b in found}
-    unrolls = {id(m): entry.chain for m, entry in _tagged_parts(model) if entry.chain is not None}
+    unrolls = {id(m): entry.chain for m, entry in tagged_parts(model) if entry.chain is not None}
 
     def expand(module):
         if id(module) in unrolls and not isinstance(module, nn.Sequential):
@@ -80,11 +81,11 @@ def split_model(model, block_index):
 def grad_cam(model, x, class_index=None, block_index=-1) -> np.ndarray:
     """Grad-CAM maps (N, h, w) in [0, 1] at a block's output for `class_index` (default: each image's top class)."""
     chain, position = _block_position(model, block_index)
-    x = checks.inputs(x, _input_shape(model))
+    x = checks.inputs(x, input_shape(model))
     dev = torch.device(device())
     model.to(dev).eval()
     with torch.enable_grad():
-        activations = nn.Sequential(*chain[: position + 1])(_as_tensor(x).to(dev)).detach()
+        activations = nn.Sequential(*chain[: position + 1])(as_tensor(x).to(dev)).detach()
         activations.requires_grad_(True)
         logits = nn.Sequential(*chain[position + 1 :])(activations)
         targets = target_classes(logits.detach().cpu().numpy(), class_index)

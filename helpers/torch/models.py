@@ -13,7 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import backbones, checks, registry, strategies
+from helpers import checks, registry
+from helpers.models import SMALL_CNN_BLOCKS, lite0_tensor_name
 from helpers.torch import efficientnet
 
 __all__ = [
@@ -57,10 +58,10 @@ def _pooled(features: nn.Module) -> Model:
     return nn.Sequential(collections.OrderedDict(parts))
 
 
-def _small_cnn_backbone(channels: int = 1) -> Model:
-    """The small CNN of chapter 04 without its head (strategies.SMALL_CNN_BLOCKS)."""
+def small_cnn_backbone(channels: int = 1) -> Model:
+    """The small CNN of chapter 04 without its head (SMALL_CNN_BLOCKS)."""
     found, width_in = [], channels
-    for width, pool in strategies.SMALL_CNN_BLOCKS:
+    for width, pool in SMALL_CNN_BLOCKS:
         layers = [nn.Conv2d(width_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
         found.append(nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else [])))
         width_in = width
@@ -86,9 +87,9 @@ BACKBONES = {
         blocks=lambda network: list(network.features),
         classifier=efficientnet.lite0_classifier,
         weights="efficientnet_lite0-torch",
-        rename=backbones.lite0_tensor_name,
+        rename=lite0_tensor_name,
     ),
-    "small_cnn": Backbone(backbone=_small_cnn_backbone, blocks=lambda network: list(network.features)),
+    "small_cnn": Backbone(backbone=small_cnn_backbone, blocks=lambda network: list(network.features)),
 }
 
 
@@ -112,7 +113,7 @@ def _entry(name: str, pretrained: bool = False) -> Backbone:
     return checks.backbone(BACKBONES, name, pretrained)
 
 
-def _tagged(model: Model, name: str) -> Model:
+def tagged(model: Model, name: str) -> Model:
     setattr(model, TAG, name)
     return model
 
@@ -138,7 +139,7 @@ def _load_pretrained(model: Model, name: str) -> Model:
 def pretrained_model(name: str = "mobilenet_v2") -> Model:
     """The whole ImageNet classifier (1,000 classes), in eval mode."""
     entry = _entry(name, pretrained=True)
-    return _tagged(_load_pretrained(entry.classifier(), name), name).eval()
+    return tagged(_load_pretrained(entry.classifier(), name), name).eval()
 
 
 def pretrained_backbone(name: str = "mobilenet_v2", weights: str | None = "imagenet") -> Model:
@@ -146,10 +147,10 @@ def pretrained_backbone(name: str = "mobilenet_v2", weights: str | None = "image
     if weights not in ("imagenet", None):
         raise ValueError(f"weights must be 'imagenet' or None (random initialisation), got {weights!r}")
     backbone = _entry(name, pretrained=weights is not None).backbone()
-    return _tagged(_load_pretrained(backbone, name) if weights else backbone, name)
+    return tagged(_load_pretrained(backbone, name) if weights else backbone, name)
 
 
-def _tagged_parts(model: Model):
+def tagged_parts(model: Model):
     """(module, BACKBONES entry) for every network built here inside `model`, outermost first."""
     for module in model.modules():
         name = getattr(module, TAG, None)
@@ -164,7 +165,7 @@ def _tagged_parts(model: Model):
 
 def blocks(model: Model) -> list:
     """The feature blocks of a network, backbone or backbone-plus-head, from input to output."""
-    for module, entry in _tagged_parts(model):
+    for module, entry in tagged_parts(model):
         return entry.blocks(module)
     raise ValueError(
         f"found no feature blocks in this {type(model).__name__}: pass a network built by pretrained_model, "
@@ -215,8 +216,8 @@ def count_params(model: Model) -> dict[str, int]:
 def small_cnn(num_classes, channels=1) -> Model:
     """A small CNN for 28x28 images: conv-BatchNorm-ReLU(-max-pool) blocks, global average pooling, a linear head."""
     num_classes, channels = checks.classes(num_classes), checks.count("channels", channels)
-    backbone = _tagged(_small_cnn_backbone(channels), "small_cnn")
-    return add_head(backbone, new_head(strategies.SMALL_CNN_BLOCKS[-1][0], num_classes))
+    backbone = tagged(small_cnn_backbone(channels), "small_cnn")
+    return add_head(backbone, new_head(SMALL_CNN_BLOCKS[-1][0], num_classes))
 
 
 def save_weights(model, path, overwrite=False) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 from helpers import checks, text, tuning
 from helpers.metrics import accuracy
 from helpers.torch.models import Model, device, freeze, unfreeze
-from helpers.torch.training import _epoch_line
+from helpers.torch.training import epoch_line
 
 __all__ = [
     "text_tokenizer",
@@ -184,5 +184,5 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(accuracy(val_labels, logits))
         if verbose:
-            print(f"epoch {epoch + 1}/{epochs}" + _epoch_line({k: v for k, v in history.items() if k != "lr"}))
+            print(f"epoch {epoch + 1}/{epochs}" + epoch_line({k: v for k, v in history.items() if k != "lr"}))
     return dict(history)

@@ -15,8 +15,15 @@ from tqdm import tqdm
 
 from helpers import checks, tuning
 from helpers.metrics import accuracy, nll
-from helpers.torch import speed
-from helpers.torch.finetuning import _param_groups
+from helpers.torch.core import (
+    DTYPES,
+    as_tensor,
+    check_data,
+    freeze_frozen_batchnorm,
+    input_shape,
+    param_groups,
+    precision_options,
+)
 from helpers.torch.models import device
 
 __all__ = [
@@ -38,48 +45,6 @@ OPTIMIZERS = {  # settings shared with helpers.keras through helpers.tuning
     ),
     "rmsprop": functools.partial(torch.optim.RMSprop, alpha=tuning.RMSPROP_RHO, eps=tuning.RMSPROP_EPSILON),
 }
-
-
-def _as_tensor(x: np.ndarray) -> torch.Tensor:
-    """NumPy NHWC images (or 2-D features) to a float tensor, NCHW for images."""
-    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return x.permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else x
-
-
-def _input_shape(model: nn.Module) -> tuple | None:
-    """The input shape without the batch axis, from the first layer: (None, None, C) images or (features,)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return (None, None, module.in_channels)
-        if isinstance(module, nn.Linear):
-            return (module.in_features,)
-    return None
-
-
-def _num_outputs(model: nn.Module, x: np.ndarray) -> int:
-    """The model's real output size, from one forward pass on one example (in eval mode, nothing updated)."""
-    was_training = model.training
-    parameter = next(model.parameters(), None)
-    model.eval()
-    with torch.inference_mode():
-        outputs = model(_as_tensor(x[:1]).to(parameter.device if parameter is not None else "cpu"))
-    model.train(was_training)
-    return int(outputs.shape[-1])
-
-
-def _check_data(model: nn.Module, data, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """Validate an (inputs, labels) pair against the model's input layout and its real output size."""
-    x, y = checks.pair(data, what)
-    x = checks.inputs(x, _input_shape(model))
-    return x, checks.labels(y, len(x), _num_outputs(model, x))
-
-
-def _freeze_frozen_batchnorm(model: nn.Module) -> None:
-    """Put BatchNorm layers whose parameters are all frozen into eval mode (as Keras does)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters()):
-                module.eval()
 
 
 def fit(
@@ -119,19 +84,19 @@ def fit(
     for the convolutions (None: off); compile: train through torch.compile (None: off).
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
-    precision, channels_last, compile = speed._options(precision, channels_last, compile)
+    precision, channels_last, compile = precision_options(precision, channels_last, compile)
     checks.positive(lr=lr)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {', '.join(OPTIMIZERS)}")
     tuning.check_options(schedule, loss, label_smoothing, weight_decay, l2_sp, early_stopping, validation is not None)
     dev = torch.device(device())
     model.to(dev)
-    x, y = _check_data(model, train, "train")
-    val = _check_data(model, validation, "validation") if validation is not None else None
+    x, y = check_data(model, train, "train")
+    val = check_data(model, validation, "validation") if validation is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters: unfreeze something before fit")
-    opt = _make_optimizer(optimizer, _param_groups(model, params, lr, block_lr_decay), lr, weight_decay)
+    opt = _make_optimizer(optimizer, param_groups(model, params, lr, block_lr_decay), lr, weight_decay)
     loader = _batches(x, y, augment, batch_size, dev)
     loss_fn = _make_loss(model, loss, label_smoothing, l2_sp)
     plain = tuning.is_plain_cross_entropy(loss, label_smoothing, l2_sp)  # then the objective is the cross-entropy
@@ -141,14 +106,12 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.channels_last)  # NHWC in memory: what GPU convolution kernels read fastest
     step_model = torch.compile(model) if compile else model  # the same parameters, a compiled forward pass
-    autocast = functools.partial(
-        torch.autocast, dev.type, dtype=speed.DTYPES[precision], enabled=precision != "float32"
-    )
+    autocast = functools.partial(torch.autocast, dev.type, dtype=DTYPES[precision], enabled=precision != "float32")
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "float16")
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
-        _freeze_frozen_batchnorm(model)
+        freeze_frozen_batchnorm(model)
         total_loss = total_ce = correct = seen = 0
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not verbose, file=sys.stdout, delay=2, mininterval=30
@@ -181,7 +144,7 @@ def fit(
             for key, value in scores.items():
                 history[key].append(value)
         if verbose:
-            print(_epoch_line(history))
+            print(epoch_line(history))
         if stopper.stop(history):
             break
     stopper.restore()
@@ -200,7 +163,7 @@ def _validation_scores(model: nn.Module, data: tuple, loss_fn, batch_size: int) 
     return {"val_loss": objective, "val_cross_entropy": nll(y, logits), "val_accuracy": accuracy(y, logits)}
 
 
-def _epoch_line(history: dict) -> str:
+def epoch_line(history: dict) -> str:
     parts = [f"{k} {v[-1]:.4f}" for k, v in history.items() if k != "epoch_seconds"]
     return f"  {history['epoch_seconds'][-1]:.1f}s  " + "  ".join(parts)
 
@@ -209,7 +172,7 @@ def evaluate(model, data, batch_size=256) -> dict[str, float]:
     """Cross-entropy loss and accuracy on (inputs, labels)."""
     batch_size = checks.count("batch_size", batch_size)
     model.to(torch.device(device()))
-    x, y = _check_data(model, data)
+    x, y = check_data(model, data)
     logits = predict(model, x, batch_size=batch_size)
     return {"loss": nll(y, logits), "accuracy": accuracy(y, logits)}
 
@@ -217,10 +180,10 @@ def evaluate(model, data, batch_size=256) -> dict[str, float]:
 def predict(model, x, batch_size=256) -> np.ndarray:
     """Model outputs (logits or features) for NumPy inputs, as a NumPy array."""
     batch_size = checks.count("batch_size", batch_size)
-    x = checks.inputs(x, _input_shape(model))
+    x = checks.inputs(x, input_shape(model))
     dev = torch.device(device())
     model.to(dev).eval()
-    inputs = _as_tensor(x)
+    inputs = as_tensor(x)
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch_size):
@@ -367,7 +330,7 @@ def _batches(x: np.ndarray, y: np.ndarray, augment, batch_size: int, dev: torch.
     """Training batches: on a GPU, data without augmentation that takes at most a quarter of the free GPU memory
     lives on the device; otherwise a DataLoader (pinned memory on a GPU, so the copies overlap with compute)."""
     if dev.type == "cuda" and augment is None and x.nbytes <= torch.cuda.mem_get_info(dev)[0] // 4:
-        images, labels = _as_tensor(x).to(dev), torch.as_tensor(y, dtype=torch.long, device=dev)
+        images, labels = as_tensor(x).to(dev), torch.as_tensor(y, dtype=torch.long, device=dev)
         return _DeviceBatches(images, labels, batch_size)
     dataset = _train_dataset(x, y, augment)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, pin_memory=dev.type == "cuda")
@@ -375,7 +338,7 @@ def _batches(x: np.ndarray, y: np.ndarray, augment, batch_size: int, dev: torch.
 
 def _train_dataset(x: np.ndarray, y: np.ndarray, augment=None) -> torch.utils.data.Dataset:
     """The training set, with `augment` (a torchvision.transforms.v2 pipeline) applied per image when given."""
-    images, labels = _as_tensor(x), torch.as_tensor(y, dtype=torch.long)
+    images, labels = as_tensor(x), torch.as_tensor(y, dtype=torch.long)
     if augment is None:
         return torch.utils.data.TensorDataset(images, labels)
     if not callable(augment):
@@ -385,7 +348,7 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, augment=None) -> torch.utils.da
 
 def augment_images(images, augment) -> np.ndarray:
     """Apply an augmentation pipeline (torchvision.transforms.v2) to each NHWC image independently."""
-    tensors = _as_tensor(np.asarray(images))
+    tensors = as_tensor(np.asarray(images))
     return np.stack([augment(t).permute(1, 2, 0).numpy() for t in tensors])
 
 
@@ -395,13 +358,13 @@ def lr_range_test(model, train, min_lr=1e-6, max_lr=1.0, steps=100, batch_size=3
     rates = tuning.range_test_rates(min_lr, max_lr, steps)
     dev = torch.device(device())
     model.to(dev)
-    x, y = _check_data(model, train, "train")
+    x, y = check_data(model, train, "train")
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = _make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], min_lr)
     loss_fn, losses = nn.CrossEntropyLoss(), []
-    inputs, labels = _as_tensor(x), torch.as_tensor(y, dtype=torch.long)
+    inputs, labels = as_tensor(x), torch.as_tensor(y, dtype=torch.long)
     model.train()
-    _freeze_frozen_batchnorm(model)
+    freeze_frozen_batchnorm(model)
     try:
         for rate, batch in zip(rates, tuning.batch_order(len(y), batch_size, len(rates))):
             for group in opt.param_groups:

@@ -1,7 +1,7 @@
 """Chapter 12 (domain adaptation): AdaBN, CORAL, DANN's gradient reversal.
 
 Mirrors the module of the same name in the other framework package (tests/test_parity.py). The data recipes, the
-argument checks and the NumPy reference formulas are framework-neutral, in `helpers.domains`.
+argument checks and the NumPy reference formulas are framework-neutral, in `helpers.domain_adaptation`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, domains, tuning
+from helpers import checks, domain_adaptation, tuning
+from helpers.keras.core import check_data, compiled, input_shape
 from helpers.keras.models import Model
-from helpers.keras.training import _check_data, _compiled, _input_shape, predict
+from helpers.keras.training import predict
 
 __all__ = [
     "batchnorm_statistics",
@@ -48,7 +49,7 @@ def batchnorm_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _unlabelled_images(model, target_x) -> np.ndarray:
-    return checks.inputs(domains.check_unlabelled(target_x), _input_shape(model))
+    return checks.inputs(domain_adaptation.check_unlabelled(target_x), input_shape(model))
 
 
 def adapt_batchnorm(model, target_x, batch_size=256) -> Model:
@@ -90,7 +91,7 @@ def _covariance(features):
 
 def coral_loss(source_features, target_features):
     """Deep CORAL (Sun & Saenko 2016): ||C_s - C_t||_F^2 / (4 d^2), C the unbiased covariance of a (N, d) batch."""
-    domains.check_feature_pair(tuple(source_features.shape), tuple(target_features.shape))
+    domain_adaptation.check_feature_pair(tuple(source_features.shape), tuple(target_features.shape))
     source = ops.convert_to_tensor(source_features, "float32")
     target = ops.convert_to_tensor(target_features, "float32")
     difference = _covariance(source) - _covariance(target)
@@ -109,7 +110,7 @@ def _reverse(x, weight):
 
 def gradient_reversal(x, weight=1.0):
     """DANN's gradient reversal layer (Ganin & Lempitsky 2015): x unchanged forward, gradient * -weight backward."""
-    weight = domains.check_weight(weight)
+    weight = domain_adaptation.check_weight(weight)
     return _reverse(tf.convert_to_tensor(x, tf.float32), tf.constant(weight, tf.float32))
 
 
@@ -139,10 +140,10 @@ def _discriminator(num_features: int):
 
 def _check_adaptation(model, source, target_x, method: str, weight) -> tuple:
     """Checked (xs, ys, xt, method, weight) for fit_adapted."""
-    method, weight = domains.check_method(method), domains.check_weight(weight)
-    xs, ys = _check_data(model, source, "source")
+    method, weight = domain_adaptation.check_method(method), domain_adaptation.check_weight(weight)
+    xs, ys = check_data(model, source, "source")
     xt = _unlabelled_images(model, target_x)
-    domains.check_same_images(xs.shape, xt.shape)
+    domain_adaptation.check_same_images(xs.shape, xt.shape)
     return xs, ys, xt, method, weight
 
 
@@ -153,7 +154,7 @@ def fit_adapted(
 
     method: 'source' (cross-entropy only, target unused: the control), 'coral' (+ weight * coral_loss of the source
     and target features) or 'dann' (+ a domain classifier's binary cross-entropy behind a gradient reversal whose
-    weight rises from 0 to `weight` by domains.dann_ramp). Each step takes one source and one target batch of
+    weight rises from 0 to `weight` by domain_adaptation.dann_ramp). Each step takes one source and one target batch of
     batch_size (tuning.batch_order with seeds seed and seed + 1; one epoch is ceil(N_source / batch_size) steps);
     'coral' and 'dann' run both batches through the backbone together. Adam at lr for every trained weight.
     Returns {'loss', 'cross_entropy', 'alignment', 'epoch_seconds'} per epoch.
@@ -193,12 +194,12 @@ def fit_adapted(
         opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return ops.stack([loss, cross_entropy, alignment])
 
-    step = _compiled(step)
+    step = compiled(step)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, totals = time.perf_counter(), np.zeros(3)
         for k in range(epoch * steps, (epoch + 1) * steps):
-            reversal = weight * domains.dann_ramp(k / (epochs * steps)) if method == "dann" else 0.0
+            reversal = weight * domain_adaptation.dann_ramp(k / (epochs * steps)) if method == "dann" else 0.0
             batch, target_batch = source_order[k], target_order[k]
             totals += np.asarray(step(xs[batch], ys[batch], xt[target_batch], tf.constant(reversal, tf.float32)))
         for key, total in zip(("loss", "cross_entropy", "alignment"), totals):
@@ -206,6 +207,7 @@ def fit_adapted(
         history["epoch_seconds"].append(time.perf_counter() - start)
         if verbose:
             print(
-                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  " + domains.history_line(history)
+                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  "
+                + domain_adaptation.history_line(history)
             )
     return dict(history)

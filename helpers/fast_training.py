@@ -1,5 +1,6 @@
-"""Throughput: timing, images per second, ratios against a baseline, and the checks shared by both frameworks'
-fast-training helpers (chapter 16).
+"""Fast training (chapter 16), framework-neutral: timing, images per second, ratios against a baseline, and the
+checks shared by both wings' data-parallel helpers. The precision rules that `fit` applies are in the base layer
+`helpers.tuning`.
 
 Framework-neutral: imports neither PyTorch nor TensorFlow. A timed callable synchronises its own device.
 """
@@ -13,9 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-
-PRECISIONS = ("float32", "bfloat16", "float16")  # what `precision=` accepts; None is float32
-GPU_ONLY_PRECISIONS = ("float16",)  # no fast float16 arithmetic on a CPU, and no loss scaling needed there
 
 
 def median_seconds(run: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -55,40 +53,6 @@ def speed_table(rates: dict[str, float], baseline: str) -> pd.DataFrame:
     table = pd.DataFrame({"images/s": rates, f"ratio to {baseline}": ratios(rates, baseline)})
     table.index.name = "variant"
     return table
-
-
-def check_precision(precision: str | None) -> str | None:
-    """Validate a `precision=` argument: None (automatic) or one of PRECISIONS."""
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be None (automatic) or one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def choose_precision(precision: str | None, device: str, bfloat16_supported: bool) -> str:
-    """The compute precision to train in on `device` ('cuda' or 'cpu'); one ValueError when it cannot run there.
-
-    None is float32 on every device: lower precision is a speed option the caller asks for (chapter 16), so that a
-    default `fit` is the plain float32 loop everywhere. float16 needs a GPU; bfloat16 on a CPU is allowed (it runs,
-    usually slower than float32 unless the CPU has bfloat16 instructions: measure it).
-    """
-    check_precision(precision)
-    if precision is None:
-        return "float32"
-    if precision in GPU_ONLY_PRECISIONS and device != "cuda":
-        raise ValueError(
-            f"precision={precision!r} needs a CUDA GPU, and this process runs on {device!r}: "
-            "use precision='bfloat16' or 'float32' (or None for the device's default) on a CPU"
-        )
-    if precision == "bfloat16" and device == "cuda" and not bfloat16_supported:
-        raise ValueError("this GPU has no bfloat16 support: use precision='float16' (with loss scaling) or 'float32'")
-    return precision
-
-
-def check_flag(name: str, value) -> bool | None:
-    """Validate an on/off option that may also be None (automatic)."""
-    if value is not None and not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True, False or None (automatic), got {value!r}")
-    return None if value is None else bool(value)
 
 
 def available_cpus() -> int:

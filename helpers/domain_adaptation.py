@@ -30,7 +30,6 @@ TARGETS = ("mnist_m", "optdigits", "syndigits")
 DOMAINS = (SOURCE, *TARGETS)
 IMAGE_SIZE = 28
 BUILD_SEED = 0  # the seed of every random choice in the recipes: the domains are the same in every run
-PHOTO_SIDE = 96  # photos are shrunk to this shorter side before 28x28 crops are cut, so crops hold texture
 OPTDIGITS_TEST_PER_CLASS = 50  # optdigits has 1,797 digits: 50 per class are held out for testing
 SYNDIGITS_PER_CLASS = (300, 100)  # rendered digits per class for training and for testing
 TEST_SEED = 1  # the test examples of `domain_task` are the same for every training seed
@@ -56,40 +55,10 @@ def optdigits_to_28(images: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _photos() -> tuple[np.ndarray, ...]:
-    """scikit-image's photos, each shrunk so that its shorter side is PHOTO_SIDE pixels."""
-    shrunk = []
-    for name in data.PHOTOS:
-        photo = Image.fromarray(data.load_photo(name))
-        scale = PHOTO_SIDE / min(photo.size)
-        size = (round(photo.size[0] * scale), round(photo.size[1] * scale))
-        shrunk.append(np.asarray(photo.resize(size, Image.BILINEAR)))
-    return tuple(shrunk)
-
-
-def photo_crops(count: int, seed: int = BUILD_SEED) -> np.ndarray:
-    """`count` random 28x28 crops of the photos (a random photo each), (count, 28, 28, 3) uint8."""
-    rng = np.random.default_rng(seed)
-    photos = _photos()
-    crops = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    for i in range(count):
-        photo = photos[rng.integers(len(photos))]
-        top = rng.integers(photo.shape[0] - IMAGE_SIZE + 1)
-        left = rng.integers(photo.shape[1] - IMAGE_SIZE + 1)
-        crops[i] = photo[top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
-    return crops
-
-
-def blend_with_photos(digits: np.ndarray, seed: int = BUILD_SEED) -> np.ndarray:
-    """Ganin & Lempitsky's MNIST-M blend: |photo crop - digit| per channel; digits (N, 28, 28) uint8 -> RGB."""
-    crops = photo_crops(len(digits), seed).astype(np.int16)
-    return np.abs(crops - digits[..., None].astype(np.int16)).astype(np.uint8)
-
-
 def render_digits(labels: np.ndarray, seed: int = BUILD_SEED) -> np.ndarray:
     """Digits `labels` drawn in DejaVu Sans on photo crops: random colour, size, shift and rotation, (N, 28, 28, 3)."""
     rng = np.random.default_rng(seed)
-    crops = photo_crops(len(labels), seed + 1)
+    crops = data.photo_crops(len(labels), seed + 1)
     font_path = str(registry.fetch("font-dejavu-sans"))
     fonts = {size: ImageFont.truetype(font_path, size) for size in range(16, 25)}
     out = np.empty((len(labels), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -121,7 +90,10 @@ def _build(name: str) -> tuple[np.ndarray, ...]:
         if name == SOURCE:
             train_x, test_x = grey_to_rgb(train_x), grey_to_rgb(test_x)
         else:  # as in MNIST-M: the training digits blended with some crops, the test digits with others
-            train_x, test_x = blend_with_photos(train_x, BUILD_SEED), blend_with_photos(test_x, BUILD_SEED + 1)
+            train_x, test_x = (
+                data.blend_with_photos(train_x, BUILD_SEED),
+                data.blend_with_photos(test_x, BUILD_SEED + 1),
+            )
     elif name == "optdigits":
         images, labels = load_optdigits()
         test = np.zeros(len(labels), dtype=bool)
@@ -200,7 +172,7 @@ def check_same_images(source_shape: tuple, target_shape: tuple) -> None:
         raise ValueError(
             f"source and target images differ in shape: {tuple(source_shape[1:])} vs {tuple(target_shape[1:])} "
             "(height, width, channels); bring both domains to one layout first, e.g. RGB 28x28 with "
-            "domains.grey_to_rgb and data.resize"
+            "domain_adaptation.grey_to_rgb and data.resize"
         )
 
 

@@ -1,4 +1,4 @@
-"""PyTorch: fast and data-parallel fine-tuning (chapter 16). Mirrors `helpers.keras.speed`.
+"""PyTorch: fast and data-parallel fine-tuning (chapter 16). Mirrors `helpers.keras.fast_training`.
 
 `training_precision` resolves `fit`'s `precision=` for this device, `step_rate` times whole training steps on
 device-resident data, `data_parallel_script` is a DistributedDataParallel training script and
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, throughput
+from helpers import checks, fast_training
+from helpers.torch.core import DTYPES, precision_options, resolve_precision
 from helpers.torch.models import device
 
 __all__ = ["training_precision", "gpu_math", "step_rate", "data_parallel_script", "launch_data_parallel"]
@@ -26,17 +27,11 @@ __all__ = ["training_precision", "gpu_math", "step_rate", "data_parallel_script"
 # The data-parallel training script: a real, linted file beside this module, which `data_parallel_script` returns.
 SCRIPT = Path(__file__).resolve().with_name("data_parallel_train.py")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _bfloat16_supported() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
 
 def training_precision(precision=None) -> str:
     """The precision `fit` trains in here: None gives float32 on every device (bfloat16 and float16 are asked for);
     float16 on a CPU (or bfloat16 on an old GPU) raises one ValueError."""
-    return throughput.choose_precision(precision, device(), _bfloat16_supported())
+    return resolve_precision(precision)
 
 
 def gpu_math(tf32=False, deterministic=True, benchmark=False, verbose=True) -> dict:
@@ -65,15 +60,6 @@ def gpu_math(tf32=False, deterministic=True, benchmark=False, verbose=True) -> d
     return settings
 
 
-def _options(precision, channels_last, compile) -> tuple[str, bool, bool]:
-    """`fit`'s speed options resolved: (precision, channels_last, compile). None is off (float32, the default
-    memory layout, no torch.compile) on every device: a default `fit` is the plain loop; speed is opted into."""
-    name = training_precision(precision)
-    channels_last = throughput.check_flag("channels_last", channels_last)
-    compile = throughput.check_flag("compile", compile)
-    return name, bool(channels_last), bool(compile)
-
-
 def step_rate(
     model, train, batch_size=32, steps=5, repeats=3, *, precision=None, channels_last=None, compile=None
 ) -> float:
@@ -82,7 +68,7 @@ def step_rate(
     The model's weights are restored afterwards."""
     steps, repeats = checks.count("steps", steps), checks.count("repeats", repeats)
     batch_size = checks.count("batch_size", batch_size)
-    name, to_channels_last, to_compile = _options(precision, channels_last, compile)
+    name, to_channels_last, to_compile = precision_options(precision, channels_last, compile)
     dev = torch.device(device())
     x, y = checks.pair(train, "train")
     xb = torch.from_numpy(np.ascontiguousarray(x[:batch_size], dtype=np.float32)).to(dev)
@@ -108,10 +94,10 @@ def step_rate(
             torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
 
     try:
-        seconds = throughput.median_seconds(run, repeats=repeats, warmup=1)
+        seconds = fast_training.median_seconds(run, repeats=repeats, warmup=1)
     finally:
         model.to(memory_format=torch.contiguous_format).load_state_dict(saved)
-    return throughput.images_per_second(steps * len(yb), seconds)
+    return fast_training.images_per_second(steps * len(yb), seconds)
 
 
 def data_parallel_script() -> str:
@@ -124,13 +110,13 @@ def _devices() -> tuple[int, str]:
     """How many processes may run side by side: one per GPU, else one per CPU core."""
     if torch.cuda.is_available():
         return torch.cuda.device_count(), "GPUs"
-    return throughput.available_cpus(), "CPU cores"
+    return fast_training.available_cpus(), "CPU cores"
 
 
 def launch_data_parallel(script, processes=2, args=(), timeout=600) -> str:
     """Run a training script in `processes` data-parallel processes with torchrun (gloo on CPUs, NCCL on GPUs);
     returns what it printed. More processes than devices (GPUs, else CPU cores) is one ValueError."""
-    processes = throughput.check_processes(processes, *_devices())
+    processes = fast_training.check_processes(processes, *_devices())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command += [str(script), *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)

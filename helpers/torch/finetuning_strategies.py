@@ -1,11 +1,12 @@
 """Fine-tuning strategies (PyTorch): partial unfreezing, frozen BatchNorm, discriminative learning rates and
-copying blocks between networks (chapters 03-04)."""
+copying blocks between networks (chapters 03-04).
+`fit(..., block_lr_decay=)` builds its param groups in `helpers.torch.core`."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from helpers import checks, strategies
+from helpers import checks, finetuning_strategies, tuning
 from helpers.torch.models import blocks, freeze, unfreeze
 
 __all__ = [
@@ -27,7 +28,7 @@ def freeze_batchnorm(model):
 def unfreeze_top(model, num_blocks):
     """Train the top `num_blocks` feature blocks and everything above them (the head); freeze the blocks below."""
     found = blocks(model)
-    num_blocks = strategies.check_num_blocks(num_blocks, len(found))
+    num_blocks = finetuning_strategies.check_num_blocks(num_blocks, len(found))
     unfreeze(model)
     for block in found[: len(found) - num_blocks]:
         freeze(block)
@@ -37,26 +38,13 @@ def unfreeze_top(model, num_blocks):
 def block_learning_rates(model, lr, block_lr_decay) -> list[float]:
     """The rate of each feature block, input to output, under fit(..., lr=lr, block_lr_decay=...); the head gets lr."""
     checks.positive(lr=lr)
-    return [lr * factor for factor in strategies.block_factors(len(blocks(model)), block_lr_decay)]
-
-
-def _param_groups(model: nn.Module, params: list, lr: float, block_lr_decay: float | None) -> list:
-    """`params` unchanged, or with block_lr_decay one param group per feature block at its rate, the rest at lr."""
-    if block_lr_decay is None:
-        return params
-    trainable, grouped, groups = {id(p) for p in params}, set(), []
-    for block, rate in zip(blocks(model), block_learning_rates(model, lr, block_lr_decay)):
-        members = [p for p in block.parameters() if id(p) in trainable]
-        grouped.update(id(p) for p in members)
-        groups += [{"params": members, "lr": rate}] if members else []
-    rest = [p for p in params if id(p) not in grouped]
-    return ([{"params": rest, "lr": lr}] if rest else []) + groups
+    return [lr * factor for factor in tuning.block_factors(len(blocks(model)), block_lr_decay)]
 
 
 def copy_blocks(source, target, num_blocks):
     """Copy the first `num_blocks` feature blocks (weights and BatchNorm statistics) of `source` into `target`."""
     pairs = list(zip(blocks(source), blocks(target)))
-    num_blocks = strategies.check_num_blocks(num_blocks, len(pairs))
+    num_blocks = finetuning_strategies.check_num_blocks(num_blocks, len(pairs))
     for i, (a, b) in enumerate(pairs[:num_blocks]):
         shapes_a = [tuple(v.shape) for v in a.state_dict().values()]
         shapes_b = [tuple(v.shape) for v in b.state_dict().values()]

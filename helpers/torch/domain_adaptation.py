@@ -1,7 +1,7 @@
 """Chapter 12 (domain adaptation): AdaBN, CORAL, DANN's gradient reversal.
 
 Mirrors the module of the same name in the other framework package (tests/test_parity.py). The data recipes, the
-argument checks and the NumPy reference formulas are framework-neutral, in `helpers.domains`.
+argument checks and the NumPy reference formulas are framework-neutral, in `helpers.domain_adaptation`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, domains, tuning
+from helpers import checks, domain_adaptation, tuning
+from helpers.torch.core import as_tensor, check_data, input_shape
 from helpers.torch.models import Model, device
-from helpers.torch.training import _as_tensor, _check_data, _input_shape, predict
+from helpers.torch.training import predict
 
 __all__ = [
     "batchnorm_statistics",
@@ -40,7 +41,7 @@ def batchnorm_statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _unlabelled_images(model: nn.Module, target_x) -> np.ndarray:
-    return checks.inputs(domains.check_unlabelled(target_x), _input_shape(model))
+    return checks.inputs(domain_adaptation.check_unlabelled(target_x), input_shape(model))
 
 
 def adapt_batchnorm(model, target_x, batch_size=256) -> Model:
@@ -67,7 +68,7 @@ def adapt_batchnorm(model, target_x, batch_size=256) -> Model:
     seen = 0
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            batch = _as_tensor(x[start : start + batch_size]).to(dev)
+            batch = as_tensor(x[start : start + batch_size]).to(dev)
             seen += len(batch)
             for layer in layers:
                 layer.momentum = len(batch) / seen  # running = (1 - m) old + m batch: a running mean over batches
@@ -80,7 +81,7 @@ def adapt_batchnorm(model, target_x, batch_size=256) -> Model:
 
 def coral_loss(source_features, target_features):
     """Deep CORAL (Sun & Saenko 2016): ||C_s - C_t||_F^2 / (4 d^2), C the unbiased covariance of a (N, d) batch."""
-    domains.check_feature_pair(tuple(source_features.shape), tuple(target_features.shape))
+    domain_adaptation.check_feature_pair(tuple(source_features.shape), tuple(target_features.shape))
     difference = torch.cov(source_features.T) - torch.cov(target_features.T)
     return (difference**2).sum() / (4 * source_features.shape[1] ** 2)
 
@@ -100,7 +101,7 @@ class _GradientReversal(torch.autograd.Function):
 
 def gradient_reversal(x, weight=1.0):
     """DANN's gradient reversal layer (Ganin & Lempitsky 2015): x unchanged forward, gradient * -weight backward."""
-    return _GradientReversal.apply(x, domains.check_weight(weight))
+    return _GradientReversal.apply(x, domain_adaptation.check_weight(weight))
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -122,10 +123,10 @@ def _discriminator(num_features: int) -> nn.Module:
 
 def _check_adaptation(model, source, target_x, method: str, weight) -> tuple:
     """Checked (xs, ys, xt, method, weight) for fit_adapted."""
-    method, weight = domains.check_method(method), domains.check_weight(weight)
-    xs, ys = _check_data(model, source, "source")
+    method, weight = domain_adaptation.check_method(method), domain_adaptation.check_weight(weight)
+    xs, ys = check_data(model, source, "source")
     xt = _unlabelled_images(model, target_x)
-    domains.check_same_images(xs.shape, xt.shape)
+    domain_adaptation.check_same_images(xs.shape, xt.shape)
     return xs, ys, xt, method, weight
 
 
@@ -136,7 +137,7 @@ def fit_adapted(
 
     method: 'source' (cross-entropy only, target unused: the control), 'coral' (+ weight * coral_loss of the source
     and target features) or 'dann' (+ a domain classifier's binary cross-entropy behind a gradient reversal whose
-    weight rises from 0 to `weight` by domains.dann_ramp). Each step takes one source and one target batch of
+    weight rises from 0 to `weight` by domain_adaptation.dann_ramp). Each step takes one source and one target batch of
     batch_size (tuning.batch_order with seeds seed and seed + 1; one epoch is ceil(N_source / batch_size) steps);
     'coral' and 'dann' run both batches through the backbone together. Adam at lr for every trained weight.
     Returns {'loss', 'cross_entropy', 'alignment', 'epoch_seconds'} per epoch.
@@ -152,7 +153,7 @@ def fit_adapted(
     steps = math.ceil(len(xs) / batch_size)
     source_order = tuning.batch_order(len(xs), min(batch_size, len(xs)), epochs * steps, seed)
     target_order = tuning.batch_order(len(xt), min(batch_size, len(xt)), epochs * steps, seed + 1)
-    images_s, labels_s, images_t = _as_tensor(xs), torch.from_numpy(ys), _as_tensor(xt)
+    images_s, labels_s, images_t = as_tensor(xs), torch.from_numpy(ys), as_tensor(xt)
     history = collections.defaultdict(list)
     for epoch in range(epochs):
         start, totals = time.perf_counter(), np.zeros(3)
@@ -173,7 +174,7 @@ def fit_adapted(
                 alignment = coral_loss(features[:n], features[n:])
                 loss = cross_entropy + weight * alignment
             else:
-                reversal = weight * domains.dann_ramp(k / (epochs * steps))
+                reversal = weight * domain_adaptation.dann_ramp(k / (epochs * steps))
                 domain_logits = discriminator(gradient_reversal(features, reversal)).squeeze(1)
                 domain_labels = torch.cat([torch.zeros(n), torch.ones(len(features) - n)]).to(dev)
                 alignment = nn.functional.binary_cross_entropy_with_logits(domain_logits, domain_labels)
@@ -187,6 +188,7 @@ def fit_adapted(
         history["epoch_seconds"].append(time.perf_counter() - start)
         if verbose:
             print(
-                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  " + domains.history_line(history)
+                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  "
+                + domain_adaptation.history_line(history)
             )
     return dict(history)
