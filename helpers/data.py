@@ -6,6 +6,7 @@ Framework-neutral: imports neither PyTorch nor TensorFlow. Images are NHWC throu
 
 from __future__ import annotations
 
+import functools
 import gzip
 from importlib import resources
 
@@ -245,6 +246,7 @@ DIGIT_SIZE = 28
 PHOTO_SIDE = 96  # photos are shrunk to this shorter side before DIGIT_SIZE crops are cut, so crops hold texture
 
 
+@functools.cache
 def _shrunk_photos() -> tuple[np.ndarray, ...]:
     """scikit-image's photos, each shrunk so that its shorter side is PHOTO_SIDE pixels."""
     shrunk = []

@@ -54,7 +54,6 @@ def optdigits_to_28(images: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.cache
 def render_digits(labels: np.ndarray, seed: int = BUILD_SEED) -> np.ndarray:
     """Digits `labels` drawn in DejaVu Sans on photo crops: random colour, size, shift and rotation, (N, 28, 28, 3)."""
     rng = np.random.default_rng(seed)

@@ -122,7 +122,7 @@ def _batchnorm_state(book, model):
         return {(i, n): getattr(m, n).detach().cpu().numpy().copy() for i, m in enumerate(modules) for n in names}
     from helpers.keras import mobilenet_port as keras_mobilenet
 
-    layers = [lay for lay in keras_mobilenet._layers(model) if lay.__class__.__name__ == "BatchNormalization"]
+    layers = [lay for lay in keras_mobilenet.leaf_layers(model) if lay.__class__.__name__ == "BatchNormalization"]
     return {(i, w.path): np.array(w.numpy()) for i, layer in enumerate(layers) for w in layer.weights}
 
 
