@@ -168,6 +168,48 @@ REQUIRED_TERMS = {
     "knowledge distillation": "知识蒸馏",
     "domain adaptation": "领域自适应",
     "data augmentation": "数据增强",
+    # losses
+    "loss function": "损失函数",
+    "cross-entropy loss": "交叉熵损失",
+    "label smoothing": "标签平滑",
+    "mean squared error": "均方误差",
+    "Huber loss": "Huber 损失",
+    "focal loss": "焦点损失",
+    "InfoNCE loss": "InfoNCE 损失",
+    # optimizers
+    "optimizer": "优化器",
+    "stochastic gradient descent": "随机梯度下降",
+    "momentum": "动量",
+    "Adam": "Adam 算法",
+    "RMSProp": "RMSProp 算法",
+    "AdaGrad": "AdaGrad 算法",
+    "weight decay": "权重衰减",
+    # learning rates and schedules
+    "learning-rate schedule": "学习率调度",
+    "step decay": "阶梯衰减",
+    "exponential decay": "指数衰减",
+    "warmup": "学习率预热",
+    "learning-rate range test": "学习率范围测试",
+    "linear scaling rule": "线性缩放规则",
+    "discriminative learning rates": "分层学习率",
+    "gradual unfreezing": "逐步解冻",
+    # learning settings
+    "linear probe": "线性探测",
+    "LP-FT": "先线性探测后微调",
+    "few-shot learning": "小样本学习",
+    "semi-supervised learning": "半监督学习",
+    "self-supervised learning": "自监督学习",
+    "self-training": "自训练",
+    "multi-task learning": "多任务学习",
+    "unsupervised domain adaptation": "无监督领域自适应",
+    "contrastive learning": "对比学习",
+    "zero-shot classification": "零样本分类",
+    "parameter-efficient fine-tuning": "参数高效微调",
+    # application areas
+    "object detection": "目标检测",
+    "speech recognition": "语音识别",
+    "keyword spotting": "关键词检测",
+    "multimodal": "多模态",
 }
 
 
