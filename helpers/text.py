@@ -189,12 +189,17 @@ def load_tweets() -> tuple[list[str], np.ndarray]:
     return table["text"].astype(str).tolist(), label_ids(table["sentiment"].tolist(), TWEET_CLASSES)
 
 
-def text_task(profile, source: str = "spam", seed: int = 0) -> dict:
-    """A stratified train/test sample sized by `profile` (text_train_size, text_test_size): texts and labels."""
+def text_task(profile, source: str = "spam", seed: int = 0, validation_size: int = 0) -> dict:
+    """A stratified train/test sample sized by `profile` (text_train_size, text_test_size): texts and labels.
+
+    With `validation_size`, also that many validation texts (`val_texts`, `val_y`), stratified and drawn from the
+    texts in neither sample, so the train and test samples are the same as without them."""
     from sklearn.model_selection import train_test_split
 
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; known sources: {', '.join(SOURCES)}")
+    if isinstance(validation_size, bool) or not isinstance(validation_size, int | np.integer) or validation_size < 0:
+        raise ValueError(f"validation_size must be an integer >= 0 (0: no validation texts), got {validation_size!r}")
     texts, labels = load_spam_assassin() if source == "spam" else load_tweets()
     train_i, test_i = train_test_split(
         np.arange(len(texts)),
@@ -203,13 +208,23 @@ def text_task(profile, source: str = "spam", seed: int = 0) -> dict:
         stratify=labels,
         random_state=seed,
     )
-    return {
+    task = {
         "train_texts": [texts[i] for i in train_i],
         "train_y": labels[train_i],
         "test_texts": [texts[i] for i in test_i],
         "test_y": labels[test_i],
         "classes": SOURCES[source],
     }
+    if validation_size:
+        rest = np.setdiff1d(np.arange(len(texts)), np.concatenate([train_i, test_i]))
+        if validation_size >= len(rest):
+            raise ValueError(
+                f"validation_size={validation_size} needs more than the {len(rest)} {source} texts outside the "
+                "training and test samples: ask for fewer, or use a profile with smaller samples"
+            )
+        val_i, _ = train_test_split(rest, train_size=validation_size, stratify=labels[rest], random_state=seed)
+        task["val_texts"], task["val_y"] = [texts[i] for i in val_i], labels[val_i]
+    return task
 
 
 # ----------------------------------------------------------------------------- tokenization

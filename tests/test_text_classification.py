@@ -87,6 +87,21 @@ def test_text_task_is_stratified_and_sized_by_the_profile():
         text.text_task(smoke, source="imdb")
 
 
+def test_validation_texts_come_from_outside_both_samples_and_leave_them_unchanged():
+    smoke = config.PROFILES["smoke"]
+    plain = text.text_task(smoke, source="spam", seed=0)
+    task = text.text_task(smoke, source="spam", seed=0, validation_size=40)
+    assert task["train_texts"] == plain["train_texts"] and task["test_texts"] == plain["test_texts"]
+    assert len(task["val_texts"]) == len(task["val_y"]) == 40
+    assert not set(task["val_texts"]) & (set(task["train_texts"]) | set(task["test_texts"]))
+    assert abs(task["val_y"].mean() - plain["test_y"].mean()) < 0.06, "stratified like the other two"
+    assert "val_texts" not in plain
+    with pytest.raises(ValueError, match="outside the training and test samples"):
+        text.text_task(smoke, source="spam", seed=0, validation_size=10**6)
+    with pytest.raises(ValueError, match="validation_size must be an integer >= 0"):
+        text.text_task(smoke, source="spam", validation_size=-1)
+
+
 def test_profiles_size_the_text_runs():
     smoke, cpu, full = (config.PROFILES[n] for n in ("smoke", "cpu", "full"))
     for field in ("text_train_size", "text_test_size", "text_max_length", "text_epochs"):

@@ -1,9 +1,9 @@
 """Keras: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.torch.peft`.
 
 The classifier here mean-pools MiniLM's token vectors (the attention mask skips padding) instead of reading the
-pooled [CLS] vector: the MiniLM checkpoint has no pooler weights, so a frozen encoder with a random pooler gives a
-useless feature, and LoRA on the attention layers alone would stay at the majority class. LoRA is Keras' own
-`layer.enable_lora(rank, lora_alpha)` on the EinsumDense projections of keras-hub's BertBackbone.
+pooled [CLS] vector: the MiniLM checkpoint holds pooler weights, but sentence-transformers never trained them (its
+objective reads the mean; the pooler's bias is all zeros), so a frozen encoder gives a poor [CLS] feature there.
+LoRA is Keras' own `layer.enable_lora(rank, lora_alpha)` on the EinsumDense projections of keras-hub's BertBackbone.
 """
 
 from __future__ import annotations

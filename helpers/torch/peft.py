@@ -1,8 +1,9 @@
 """PyTorch: parameter-efficient fine-tuning (BitFit, LoRA) (chapter 14). Mirrors `helpers.keras.peft`.
 
 The classifier here mean-pools MiniLM's token vectors (the attention mask skips padding) instead of reading the
-pooled [CLS] vector: the MiniLM checkpoint has no pooler weights, so a frozen encoder with a random pooler gives a
-useless feature, and LoRA on the attention layers alone would stay at the majority class. LoRA comes from `peft`.
+pooled [CLS] vector: the MiniLM checkpoint holds pooler weights, but sentence-transformers never trained them (its
+objective reads the mean; the pooler's bias is all zeros), so a frozen encoder gives a poor [CLS] feature there.
+LoRA comes from `peft`.
 """
 
 from __future__ import annotations
