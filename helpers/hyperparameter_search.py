@@ -234,7 +234,7 @@ def run_search(
 
         def report(epoch: int, accuracy: float) -> None:
             ledger.charge(record, accuracy)
-            trial.report(accuracy, epoch)
+            trial.report(accuracy, epoch + 1)  # the step is the epochs trained: the rungs fall after 1, 3, 9
             last = epoch + 1 == record["params"]["epochs"]
             if not last and (ledger.exhausted or trial.should_prune()):
                 raise optuna.TrialPruned()

@@ -88,6 +88,18 @@ def test_pruning_stops_trials_early_and_their_epochs_count():
     assert hyperparameter_search.counts(result)["trials"] > 90 // 9  # more trials than full-length ones would fit
 
 
+def test_successive_halving_prunes_at_the_rungs_after_one_three_and_nine_epochs():
+    """The objective reports the epochs trained so far as the step, so Optuna's rungs (min_resource 3**k) fall
+    after 1, 3 and 9 epochs, as chapter 13 says; a 0-based step would move each one epoch later."""
+    result = hyperparameter_search.run_search(
+        _fake_trial, "halving", hyperparameter_search.space(9), budget=200, seed=0
+    )
+    by_pruner = [t for t in result["trials"][:-1] if t["state"] == "pruned"]  # the last one may be cut by the budget
+    assert by_pruner, "some trials were pruned"
+    assert {t["epochs"] for t in by_pruner} <= {1, 3, 9}, sorted({t["epochs"] for t in by_pruner})
+    assert 1 in {t["epochs"] for t in by_pruner}, "the first rung is after one epoch"
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="known methods: grid, random, tpe, halving, hyperband"):
         hyperparameter_search.run_search(_fake_trial, "bayes", SPACE, budget=8)
