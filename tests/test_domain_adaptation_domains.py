@@ -1,4 +1,5 @@
-"""Chapter 12's data recipes (helpers.domains): deterministic, checksummed, shaped alike; the neutral formulas."""
+"""Chapter 12's data recipes (helpers.domain_adaptation, the MNIST-M blend in helpers.data): deterministic,
+checksummed, shaped alike; the neutral formulas."""
 
 import numpy as np
 import pytest
