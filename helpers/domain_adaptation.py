@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from helpers import data, registry
+from helpers import checks, data, registry
 
 SOURCE = "mnist"
 TARGETS = ("mnist_m", "optdigits", "syndigits")
@@ -33,6 +33,7 @@ BUILD_SEED = 0  # the seed of every random choice in the recipes: the domains ar
 OPTDIGITS_TEST_PER_CLASS = 50  # optdigits has 1,797 digits: 50 per class are held out for testing
 SYNDIGITS_PER_CLASS = (300, 100)  # rendered digits per class for training and for testing
 TEST_SEED = 1  # the test examples of `domain_task` are the same for every training seed
+VALIDATION_SEED = 1000  # + the training seed: the validation draw of `domain_task`, apart from its training images
 
 
 # ---------------------------------------------------------------------------------------------- the recipes
@@ -120,15 +121,37 @@ def domain(name: str) -> dict[str, np.ndarray]:
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
-def domain_task(name: str, train_per_class: int, test_per_class: int, seed: int = 0) -> dict[str, np.ndarray]:
+def domain_task(
+    name: str, train_per_class: int, test_per_class: int, seed: int = 0, validation_per_class: int = 0
+) -> dict[str, np.ndarray]:
     """Balanced subsets of a domain: `seed` picks the training images, the test images are fixed (TEST_SEED).
-    A class with fewer images than asked gives what the smallest class has to every class."""
+    A class with fewer images than asked gives what the smallest class has to every class.
+
+    With validation_per_class > 0, also val_x, val_y: that many images per class from the domain's training pool,
+    none of them among this seed's training images (drawn with seed VALIDATION_SEED + seed). The training images are
+    the same as without it."""
     whole = domain(name)
-    train_n = min(train_per_class, np.bincount(whole["train_y"]).min())
+    counts = np.bincount(whole["train_y"])
+    train_n = min(train_per_class, counts.min())
     test_n = min(test_per_class, np.bincount(whole["test_y"]).min())
-    train_x, train_y = data.balanced_subset(whole["train_x"], whole["train_y"], train_n, seed=seed)
+    # the indices of the training images (balanced_subset indexes whatever array it gets: the same draw as the images)
+    train_index, train_y = data.balanced_subset(np.arange(len(whole["train_y"])), whole["train_y"], train_n, seed=seed)
     test_x, test_y = data.balanced_subset(whole["test_x"], whole["test_y"], test_n, seed=TEST_SEED)
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    picked = {"train_x": whole["train_x"][train_index], "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    if validation_per_class:
+        validation_per_class = checks.count("validation_per_class", validation_per_class)
+        if train_n + validation_per_class > counts.min():
+            raise ValueError(
+                f"domain {name!r} has {counts.min()} training images in its smallest class: {train_n} per class for "
+                f"training leave {counts.min() - train_n}, fewer than validation_per_class={validation_per_class}; "
+                "ask for fewer training or validation images"
+            )
+        rest = np.setdiff1d(np.arange(len(whole["train_y"])), train_index)
+        val_index, val_y = data.balanced_subset(
+            rest, whole["train_y"][rest], validation_per_class, seed=VALIDATION_SEED + seed
+        )
+        picked |= {"val_x": whole["train_x"][val_index], "val_y": val_y}
+    return picked
 
 
 def rgb_input(images: np.ndarray) -> np.ndarray:

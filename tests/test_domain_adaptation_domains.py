@@ -62,6 +62,20 @@ def test_domain_task_is_balanced_and_its_test_set_fixed():
     assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
 
 
+def test_domain_task_validation_is_apart_from_training_and_leaves_training_unchanged():
+    plain = domain_adaptation.domain_task("optdigits", 20, 5, seed=3)
+    with_val = domain_adaptation.domain_task("optdigits", 20, 5, seed=3, validation_per_class=15)
+    for key in ("train_x", "train_y", "test_x", "test_y"):
+        np.testing.assert_array_equal(plain[key], with_val[key])
+    assert np.bincount(with_val["val_y"]).tolist() == [15] * 10
+    training = {image.tobytes() for image in with_val["train_x"]}
+    assert not any(image.tobytes() in training for image in with_val["val_x"])
+    other = domain_adaptation.domain_task("optdigits", 20, 5, seed=4, validation_per_class=15)
+    assert not np.array_equal(other["val_x"], with_val["val_x"])
+    with pytest.raises(ValueError, match="validation_per_class"):
+        domain_adaptation.domain_task("optdigits", 150, 5, validation_per_class=100)
+
+
 def test_coral_distance_by_hand():
     rng = np.random.default_rng(0)
     source, target = rng.normal(size=(6, 3)), 2 * rng.normal(size=(5, 3))
