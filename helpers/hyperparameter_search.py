@@ -6,11 +6,15 @@ budget accounting, so that their searches compare. A trial is a call `run_trial(
 of `helpers.torch.run_trial` or `helpers.keras.run_trial` (the data bound beforehand) that calls
 `report(epoch, validation_accuracy)` after every epoch; `report` charges one epoch to the budget and raises
 `optuna.TrialPruned` when the pruner or the exhausted budget stops the trial.
+
+The space is conditional (define-by-run): `backbone_lr` is drawn only when `unfreeze > 0`. `epochs` is not searched:
+every trial of every method runs the space's maximum, so that the epochs are the one resource the pruners cut.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +27,8 @@ MAX_UNFREEZE = 2  # the top blocks a trial may train above the cached features; 
 # block would double the cost of a deep trial on the CPU: its 3x3 feature maps have 960 expanded channels)
 METHODS = ("grid", "random", "tpe", "halving", "hyperband")
 REDUCTION_FACTOR = 3  # successive halving and Hyperband keep about a third of the trials at each rung
-BUDGET_TRIALS = 3  # default budget: the epochs of this many full-length trials
+BUDGET_TRIALS = 20  # default budget: the epochs of this many full-length trials
+TPE_STARTUP = 10  # TPE's random start (Optuna's default): for the same seed, these trials are random search's first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Param:
     log: bool = False
     integer: bool = False
     doc: str = ""
+    condition: str = ""  # drawn only when this (integer) parameter was drawn and is > 0; "" for always
+    searched: bool = True  # False: never drawn, fixed at `high` in a search (the epochs)
 
     def contains(self, value) -> bool:
         """True when value is a number of the right kind inside [low, high]."""
@@ -60,16 +67,39 @@ class Param:
 
 
 def space(max_epochs: int) -> dict[str, Param]:
-    """The search space of the fine-tuning recipe; epochs range from 1 to max_epochs (the profile's `epochs`)."""
+    """The search space of the fine-tuning recipe. `backbone_lr` is conditional on `unfreeze > 0`; epochs range
+    from 1 to max_epochs (the profile's `epochs`) for a single trial, and a search fixes them at max_epochs."""
     max_epochs = checks.count("max_epochs", max_epochs)
     params = [
         Param("head_lr", 1e-4, 1e-1, 1e-3, log=True, doc="AdamW learning rate of the new head"),
-        Param("backbone_lr", 1e-6, 1e-2, 1e-4, log=True, doc="AdamW learning rate of the unfrozen blocks"),
         Param("unfreeze", 0, MAX_UNFREEZE, 0, integer=True, doc="top feature blocks trained (0: linear probe)"),
+        Param(
+            "backbone_lr",
+            1e-6,
+            1e-2,
+            1e-4,
+            log=True,
+            doc="AdamW learning rate of the unfrozen blocks (drawn only if unfreeze > 0)",
+            condition="unfreeze",
+        ),
         Param("weight_decay", 1e-5, 1e-1, 1e-2, log=True, doc="decoupled weight decay of every trained weight"),
-        Param("epochs", 1, max_epochs, max_epochs, integer=True, doc="passes over the training set"),
+        Param(
+            "epochs",
+            1,
+            max_epochs,
+            max_epochs,
+            integer=True,
+            doc="passes over the training set (not searched: the resource pruning cuts)",
+            searched=False,
+        ),
     ]
     return {p.name: p for p in params}
+
+
+def probe_space(max_epochs: int) -> dict[str, Param]:
+    """The linear probe's part of the space (unfreeze = 0): head_lr, weight_decay and the fixed epochs."""
+    full = space(max_epochs)
+    return {name: full[name] for name in ("head_lr", "weight_decay", "epochs")}
 
 
 def defaults(space_: dict[str, Param]) -> dict:
@@ -103,9 +133,12 @@ def _number(value) -> bool:
 
 
 def suggest(trial, space_: dict[str, Param]) -> dict:
-    """One set of hyperparameters drawn by an Optuna trial from the space."""
+    """One set of hyperparameters drawn by an Optuna trial from the space, define-by-run: a parameter with a
+    condition is asked for only when its condition was drawn and is > 0; unsearched ones (epochs) are not drawn."""
     found = {}
     for p in space_.values():
+        if not p.searched or (p.condition and not found.get(p.condition)):
+            continue
         if p.integer:
             found[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high))
         else:
@@ -118,25 +151,36 @@ def budget_epochs(max_epochs: int, trials: int = BUDGET_TRIALS) -> int:
     return checks.count("max_epochs", max_epochs) * checks.count("trials", trials)
 
 
-def grid(space_: dict[str, Param], budget: int, order=("head_lr", "unfreeze", "backbone_lr", "weight_decay")) -> dict:
-    """A grid that fits the budget: every point trains all epochs; one level per parameter at first, then one more
-    level for the parameters in `order`, in turn, while (points x epochs) stays within the budget. Values not
-    in `order` keep their default. Returns {name: values} for Optuna's GridSampler."""
+def grid(
+    space_: dict[str, Param], budget: int, order=("head_lr", "unfreeze", "backbone_lr", "weight_decay")
+) -> list[dict]:
+    """The points of a grid that fits the budget, every point trained for all epochs: one level per parameter at
+    first (its default), then one more level for the parameters in `order`, in turn, while the grid gains points
+    and (points x epochs) stays within the budget. A conditional parameter appears only in the points where its
+    condition is > 0 (no `backbone_lr` for a linear probe). Returns a list of {name: value}."""
     budget = checks.count("budget", budget)
     epochs = int(space_["epochs"].high)
-    counts = {name: 1 for name in space_}
+    counts = {name: 1 for name in order if name in space_ and space_[name].searched}
     grown = True
     while grown:
         grown = False
-        for name in order:
-            trial_counts = {**counts, name: counts[name] + 1}
-            size = int(np.prod([len(_grid_values(space_[n], c)) for n, c in trial_counts.items() if n != "epochs"]))
-            fits = size * epochs <= budget and len(_grid_values(space_[name], counts[name] + 1)) > counts[name]
-            if fits:
-                counts, grown = trial_counts, True
-    values = {name: _grid_values(space_[name], c) for name, c in counts.items()}
-    values["epochs"] = [epochs]
-    return values
+        for name in counts:
+            bigger = {**counts, name: counts[name] + 1}
+            size = len(_points(space_, bigger))
+            if size > len(_points(space_, counts)) and size * epochs <= budget:
+                counts, grown = bigger, True
+    return _points(space_, counts)
+
+
+def _points(space_: dict[str, Param], counts: dict[str, int]) -> list[dict]:
+    levels = {name: _grid_values(space_[name], count) for name, count in counts.items()}
+    points = []
+    for values in itertools.product(*levels.values()):
+        point = dict(zip(levels, values))
+        point = {n: v for n, v in point.items() if not space_[n].condition or point.get(space_[n].condition)}
+        if point not in points:
+            points.append(point)
+    return points
 
 
 def _grid_values(p: Param, count: int) -> list:
@@ -145,22 +189,15 @@ def _grid_values(p: Param, count: int) -> list:
     return p.levels(count)
 
 
-def grid_size(values: dict) -> int:
-    """Number of points of a grid {name: values}."""
-    return int(np.prod([len(v) for v in values.values()]))
-
-
-def sampler(method: str, space_: dict[str, Param], budget: int, seed: int = 0):
-    """The Optuna sampler of a search method: grid, random, or TPE (also behind 'halving' and 'hyperband')."""
+def sampler(method: str, seed: int = 0):
+    """The Optuna sampler of a search method: TPE with TPE_STARTUP random trials for 'tpe'; random sampling for
+    'random', 'halving' and 'hyperband' (as in Li et al.'s Hyperband) and for 'grid' (whose points are enqueued, so
+    the sampler never draws)."""
     import optuna
 
-    method = check_method(method)
-    if method == "grid":
-        return optuna.samplers.GridSampler(grid(space_, budget), seed=seed)
-    if method == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    startup = max(2, budget // (4 * int(space_["epochs"].high)))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if check_method(method) == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def pruner(method: str, max_epochs: int):
@@ -222,12 +259,16 @@ def run_search(
     """
     import optuna
 
-    ledger, method = Ledger(budget), check_method(method)
+    ledger, method, epochs = Ledger(budget), check_method(method), int(space_["epochs"].high)
     study = optuna.create_study(
         direction="maximize",
-        sampler=sampler(method, space_, budget, seed),
-        pruner=pruner(method, int(space_["epochs"].high)),
+        study_name=f"{method}-seed-{seed}",  # Hyperband assigns trials to brackets by a hash of this name
+        sampler=sampler(method, seed),
+        pruner=pruner(method, epochs),
     )
+    points = grid(space_, budget) if method == "grid" else []
+    for point in points:
+        study.enqueue_trial(point)  # the grid's trials take these values instead of drawing
 
     def objective(trial):
         record = ledger.start(trial.number, suggest(trial, space_))
@@ -235,12 +276,11 @@ def run_search(
         def report(epoch: int, accuracy: float) -> None:
             ledger.charge(record, accuracy)
             trial.report(accuracy, epoch + 1)  # the step is the epochs trained: the rungs fall after 1, 3, 9
-            last = epoch + 1 == record["params"]["epochs"]
-            if not last and (ledger.exhausted or trial.should_prune()):
+            if epoch + 1 < epochs and (ledger.exhausted or trial.should_prune()):
                 raise optuna.TrialPruned()
 
         try:
-            output = run_trial(record["params"], seed=seed, report=report)
+            output = run_trial({**record["params"], "epochs": epochs}, seed=seed, report=report)
         except optuna.TrialPruned:
             ledger.finish(record, "pruned")
             raise
@@ -252,7 +292,7 @@ def run_search(
     start = time.perf_counter()
     while not ledger.exhausted and len(ledger.trials) < max_trials:
         study.optimize(objective, n_trials=1)
-        if method == "grid" and len(ledger.trials) >= grid_size(grid(space_, budget)):
+        if method == "grid" and len(ledger.trials) >= len(points):
             break
     return {**summary(method, ledger, time.perf_counter() - start), "winner": ledger.winner, "study": study}
 
@@ -280,6 +320,23 @@ def best_so_far(result: dict) -> np.ndarray:
             best = max(best, t["value"])
             curve[t["spent_before"] + t["epochs"] - 1 :] = best
     return curve
+
+
+def reach(result: dict, target: float) -> tuple[float, float]:
+    """(epochs, seconds) a search had spent when a completed trial first scored at least `target` on validation;
+    (nan, nan) if none did. Seconds add up the trials' training times."""
+    seconds = 0.0
+    for t in result["trials"]:
+        seconds += t["seconds"]
+        if t["state"] == "complete" and t["value"] >= target:
+            return float(t["spent_before"] + t["epochs"]), seconds
+    return math.nan, math.nan
+
+
+def spread(values) -> float:
+    """The sample standard deviation (ddof=1) of repeated results; NaN for a single one."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
 def mean_curve(results: list[dict]) -> np.ndarray:
@@ -325,7 +382,7 @@ def search_task(profile, seed: int = 0) -> dict[str, np.ndarray]:
 
 def table(results: dict[str, list[dict]], tests: dict[str, list[float]]) -> list[dict]:
     """One row per method: mean trials, completed, pruned, epochs, best validation and the winners' test accuracy
-    (mean and spread over the repeated searches)."""
+    (mean and sample standard deviation over the repeated searches; NaN for one search)."""
     rows = []
     for method, runs in results.items():
         c = [counts(r) for r in runs]
@@ -339,19 +396,7 @@ def table(results: dict[str, list[dict]], tests: dict[str, list[float]]) -> list
                 "seconds": float(np.mean([r["seconds"] for r in runs])),
                 "best val": float(np.nanmean(vals)),
                 "test mean": float(np.mean(tests[method])),
-                "test std": float(np.std(tests[method])),
+                "test std": spread(tests[method]),
             }
         )
     return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """The table of `table` as aligned text."""
-    head = f"{'method':10s} {'trials':>6s} {'pruned':>6s} {'epochs':>6s} {'seconds':>7s} {'best val':>8s} {'test':>14s}"
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"{r['method']:10s} {r['trials']:6.1f} {r['pruned']:6.1f} {r['epochs']:6.0f} {r['seconds']:7.1f} "
-            f"{r['best val']:8.3f} {r['test mean']:7.3f} ± {r['test std']:.3f}"
-        )
-    return "\n".join(lines)

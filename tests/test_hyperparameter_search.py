@@ -1,6 +1,7 @@
-"""Chapter 13: the search space refuses unknown or out-of-range hyperparameters, the grid fits its budget, the budget
-counts every epoch (pruned ones too), cached features equal the network's own forward pass, and a trial repeats
-exactly for a seed while leaving the pretrained backbone untouched, in both frameworks."""
+"""Chapter 13: the search space refuses unknown or out-of-range hyperparameters and draws `backbone_lr` only when
+`unfreeze > 0`, the grid fits its budget, the budget counts every epoch (pruned ones too) with the epochs fixed at
+the maximum, cached features equal the network's own forward pass, and a trial repeats exactly for a seed while
+leaving the pretrained backbone untouched, in both frameworks."""
 
 import numpy as np
 import optuna
@@ -43,20 +44,28 @@ def test_check_params_fills_in_the_defaults_and_converts_integers():
 
 @pytest.mark.parametrize("budget", [4, 8, 12, 16, 40, 100])
 def test_the_grid_fits_the_budget_and_stays_in_the_space(budget):
-    values = hyperparameter_search.grid(SPACE, budget)
-    assert hyperparameter_search.grid_size(values) * 4 <= max(budget, 4)
-    assert values["epochs"] == [4]
-    for name, levels in values.items():
-        assert levels == sorted(levels) and all(SPACE[name].contains(v) for v in levels), name
+    points = hyperparameter_search.grid(SPACE, budget)
+    assert len(points) * 4 <= max(budget, 4)
+    assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no point twice
+    for point in points:
+        assert hyperparameter_search.check_params(point, SPACE)["epochs"] == 4 and "epochs" not in point
+        assert ("backbone_lr" in point) == (point["unfreeze"] > 0)  # conditional: no backbone rate for a probe
     if budget >= 8:
-        assert len(values["head_lr"]) >= 2  # the first parameter to get a second level
+        assert len({p["head_lr"] for p in points}) >= 2  # the first parameter to get a second level
+
+
+def test_the_probe_grid_spends_a_budget_of_twenty_trials_on_twenty_points():
+    points = hyperparameter_search.grid(hyperparameter_search.probe_space(8), 160)
+    assert len(points) == 20 and all(set(p) == {"head_lr", "weight_decay"} for p in points)
 
 
 def _fake_trial(params, seed=0, report=None):
     """A recipe's 'accuracy' rises with the epochs and peaks at head_lr = 1e-2: no framework needed."""
     history = []
     for epoch in range(params["epochs"]):
-        history.append(1 - abs(np.log10(params["head_lr"]) + 2) / 4 - 0.1 / (epoch + 1) + 0.01 * params["unfreeze"])
+        history.append(
+            1 - abs(np.log10(params["head_lr"]) + 2) / 4 - 0.1 / (epoch + 1) + 0.01 * params.get("unfreeze", 0)
+        )
         report(epoch, history[-1])
     return {"val_accuracy": history[-1], "history": history}
 
@@ -66,13 +75,15 @@ def test_every_method_spends_the_budget_and_no_more(method):
     result = hyperparameter_search.run_search(_fake_trial, method, SPACE, budget=40, seed=1)
     assert result["spent"] == sum(t["epochs"] for t in result["trials"])
     if method == "grid":
-        assert len(result["trials"]) == hyperparameter_search.grid_size(hyperparameter_search.grid(SPACE, 40))
+        points = hyperparameter_search.grid(SPACE, 40)
+        assert [t["params"] for t in result["trials"]] == points
         assert result["spent"] <= 40
     else:
         assert result["spent"] == 40
     done = [t for t in result["trials"] if t["state"] == "complete"]
     assert result["best"]["value"] == max(t["value"] for t in done) == result["winner"]["val_accuracy"]
-    assert all(t["epochs"] == t["params"]["epochs"] for t in done)
+    assert all(t["epochs"] == 4 and "epochs" not in t["params"] for t in done)  # epochs fixed at the maximum
+    assert all(("backbone_lr" in t["params"]) == (t["params"]["unfreeze"] > 0) for t in result["trials"])
     curve = hyperparameter_search.best_so_far(result)
     filled = curve[~np.isnan(curve)]
     assert np.all(np.diff(filled) >= 0) and filled[-1] == result["best"]["value"]
@@ -84,7 +95,7 @@ def test_pruning_stops_trials_early_and_their_epochs_count():
         _fake_trial, "hyperband", hyperparameter_search.space(9), budget=90, seed=0
     )
     pruned = [t for t in result["trials"] if t["state"] == "pruned"]
-    assert pruned and all(t["epochs"] < t["params"]["epochs"] for t in pruned)
+    assert pruned and all(t["epochs"] < 9 for t in pruned)
     assert hyperparameter_search.counts(result)["trials"] > 90 // 9  # more trials than full-length ones would fit
 
 
@@ -98,6 +109,34 @@ def test_successive_halving_prunes_at_the_rungs_after_one_three_and_nine_epochs(
     assert by_pruner, "some trials were pruned"
     assert {t["epochs"] for t in by_pruner} <= {1, 3, 9}, sorted({t["epochs"] for t in by_pruner})
     assert 1 in {t["epochs"] for t in by_pruner}, "the first rung is after one epoch"
+
+
+def test_tpe_starts_with_random_searchs_trials_and_hyperband_draws_random_searchs_stream():
+    """Paired by design, for the same seed: TPE's first TPE_STARTUP trials are random search's, and Hyperband
+    (random sampling plus pruning) proposes the same recipes as random search, in the same order."""
+    runs = {
+        m: hyperparameter_search.run_search(_fake_trial, m, hyperparameter_search.space(9), budget=180, seed=2)
+        for m in ("random", "tpe", "hyperband")
+    }
+    params = {m: [t["params"] for t in r["trials"]] for m, r in runs.items()}
+    startup = hyperparameter_search.TPE_STARTUP
+    assert params["tpe"][:startup] == params["random"][:startup] and params["tpe"] != params["random"]
+    assert len(params["hyperband"]) > len(params["random"])
+    assert params["hyperband"][: len(params["random"])] == params["random"]
+
+
+def test_reach_counts_the_epochs_and_seconds_until_a_score_is_first_matched():
+    result = hyperparameter_search.run_search(_fake_trial, "random", SPACE, budget=40, seed=0)
+    best = result["best"]
+    epochs, seconds = hyperparameter_search.reach(result, best["value"])
+    assert epochs == best["spent_before"] + 4 and seconds > 0
+    assert epochs == np.argmax(hyperparameter_search.best_so_far(result) >= best["value"]) + 1
+    assert np.isnan(hyperparameter_search.reach(result, best["value"] + 1)[0])
+
+
+def test_spread_is_the_sample_standard_deviation():
+    assert hyperparameter_search.spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert np.isnan(hyperparameter_search.spread([0.5]))
 
 
 def test_unknown_method_is_refused():

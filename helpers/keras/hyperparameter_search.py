@@ -95,9 +95,10 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
 
     train, validation: (trial_features(...), labels). AdamW with the head's and the blocks' rates and decoupled
     weight decay; BatchNorm layers keep their ImageNet statistics. Each epoch is ceil(N / batch_size) batches in
-    tuning.batch_order(N, batch_size, steps, seed); after each, report(epoch, validation_accuracy) if given (it may
-    raise to stop the trial). max_epochs: the space's epoch limit (None: the profile's epochs). Returns
-    {'val_accuracy' (last epoch), 'history', 'params' (completed with defaults), 'model'}.
+    tuning.batch_order(N, batch_size, steps, seed), run as one graph call (eagerly where the profile says so);
+    after each, report(epoch, validation_accuracy) if given (it may raise to stop the trial). max_epochs: the
+    space's epoch limit (None: the profile's epochs). Returns {'val_accuracy' (last epoch), 'history', 'params'
+    (completed with defaults), 'model'}.
     """
     space_ = hyperparameter_search.space(max_epochs if max_epochs is not None else config.profile().epochs)
     params, batch_size = hyperparameter_search.check_params(params, space_), checks.count("batch_size", batch_size)
@@ -110,6 +111,9 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
     top = model.get_layer("blocks").trainable_weights if k else []
     head_opt = _adamw(params["head_lr"], params["weight_decay"])
     top_opt = _adamw(params["backbone_lr"], params["weight_decay"])
+    head_opt.build(head)  # the optimizer's slots exist before the step is traced: one trace per trial, not two
+    if top:
+        top_opt.build(top)
 
     def step(xb, yb):
         with tf.GradientTape() as tape:
@@ -121,13 +125,17 @@ def run_trial(params, backbone, train, validation, seed=0, report=None, batch_si
             top_opt.apply_gradients(zip(grads[len(head) :], top))
         return loss
 
-    step = compiled(step)
+    def one_epoch(batches_x, batches_y):  # one graph call per epoch: the steps loop inside it (tf.while_loop)
+        for i in tf.range(tf.shape(batches_x)[0]):
+            step(batches_x[i], batches_y[i])
+
+    one_epoch = compiled(one_epoch)
     steps = math.ceil(len(y) / batch_size)
     order = tuning.batch_order(len(y), min(batch_size, len(y)), params["epochs"] * steps, seed)
     history = []
     for epoch in range(params["epochs"]):
-        for batch in order[epoch * steps : (epoch + 1) * steps]:
-            step(x[batch], y[batch])
+        batches = np.stack(order[epoch * steps : (epoch + 1) * steps])
+        one_epoch(x[batches], y[batches])
         history.append(_accuracy(model, val_x, val_y))
         if report is not None:
             report(epoch, history[-1])
