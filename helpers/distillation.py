@@ -102,10 +102,11 @@ def gap_recovered(distilled, student, teacher) -> np.ndarray:
 
 
 def mean_spread(values) -> str:
-    """'mean ± standard deviation' of repeated runs (the spread is 0 for a single run)."""
+    """'mean ± standard deviation' (ddof 1) of repeated runs; a single run has no spread and says so."""
     values = np.asarray(values, dtype=np.float64)
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {spread:.3f}"
+    if len(values) < 2:
+        return f"{values.mean():.3f} (one run)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def time_call(run: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:

@@ -123,7 +123,8 @@ def multi_head_cnn(num_classes, channels=1) -> Model:
 def task_model(model, task) -> Model:
     """One task's network inside a multi_head_cnn: the shared backbone and that task's head (weights shared)."""
     task = checks.index("task", task, len(model.outputs))
-    return keras.Model(model.inputs, model.outputs[task], name=f"task_{task}")
+    # model.input, not model.inputs: a one-element list would make Keras warn on every plain-tensor call
+    return keras.Model(model.input, model.outputs[task], name=f"task_{task}")
 
 
 def _check_tasks(model, tasks) -> list[tuple[np.ndarray, np.ndarray]]:
