@@ -1,6 +1,6 @@
-"""Choosing a pretrained backbone (chapter 17), framework-neutral: the peak memory of a step and the comparison
-table. EfficientNet-Lite0's tensor names and input scaling, which both wings' `models` use to build it, are in the
-base layer `helpers.models`.
+"""Choosing a pretrained backbone (chapter 17), framework-neutral: the peak memory of a step, a k-nearest-neighbour
+transferability score and the comparison table. EfficientNet-Lite0's tensor names and input scaling, which both
+wings' `models` use to build it, are in the base layer `helpers.models`.
 
 Framework-neutral: imports neither PyTorch nor TensorFlow.
 """
@@ -13,6 +13,7 @@ import gc
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 PROC_STATUS = Path("/proc/self/status")
@@ -51,6 +52,29 @@ def peak_memory_growth(run: Callable[[], object]) -> float:
     PROC_CLEAR_REFS.write_text("5")  # reset the peak resident mark to the current resident size
     run()
     return max(_resident_kib("VmHWM") - before, 0) / 1024
+
+
+def knn_accuracy(train_features, train_labels, query_features, query_labels, k: int = 5) -> float:
+    """Accuracy of a k-nearest-neighbour vote (cosine similarity) of `query_features` among `train_features`.
+
+    A cheap transferability score: no head is trained, only the frozen features and the labels are read.
+    """
+    train_features, query_features = np.asarray(train_features, float), np.asarray(query_features, float)
+    train_labels, query_labels = np.asarray(train_labels), np.asarray(query_labels)
+    if len(train_features) != len(train_labels) or len(query_features) != len(query_labels):
+        raise ValueError("knn_accuracy: features and labels differ in length")
+    k = min(int(k), len(train_labels))
+    if k < 1:
+        raise ValueError("knn_accuracy needs k >= 1 and at least one training example")
+
+    def unit(f):
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    similarity = unit(query_features) @ unit(train_features).T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    classes = np.unique(train_labels)
+    votes = (train_labels[nearest][..., None] == classes).sum(axis=1)  # (queries, classes)
+    return float(np.mean(classes[votes.argmax(axis=1)] == query_labels))
 
 
 def summarise(rows, by=("target", "backbone", "method"), metric: str = "test_accuracy") -> pd.DataFrame:

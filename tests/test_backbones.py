@@ -133,3 +133,41 @@ def test_summarise_gives_mean_spread_and_runs():
     assert table["runs"].tolist() == [2, 1]
     with pytest.raises(ValueError, match="lack the columns"):
         backbones.summarise([{"target": "t"}])
+
+
+def _batchnorm_statistics(name, model):
+    """Every BatchNorm layer's running mean and variance, as NumPy arrays in layer order."""
+    if name == "torch":
+        modules = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        return [getattr(m, s).detach().cpu().numpy().copy() for m in modules for s in ("running_mean", "running_var")]
+    from helpers.keras.mobilenet_port import leaf_layers
+
+    layers = [lay for lay in leaf_layers(model) if lay.__class__.__name__ == "BatchNormalization"]
+    return [np.array(v) for lay in layers for v in (lay.moving_mean, lay.moving_variance)]
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_lp_ft_keeps_imagenet_batchnorm_and_restore_undoes_a_fine_tune(name):
+    """The chapter's LP-FT: BatchNorm frozen in inference mode through `fit`; `restore(snapshot)` undoes the fit."""
+    book = FRAMEWORKS[name]
+    book.seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 32, 32, 3)).astype(np.float32), np.arange(16) % 4
+    backbone = book.pretrained_backbone("efficientnet_lite0")
+    model = book.freeze_batchnorm(book.add_head(backbone, book.new_head(1280, 4)))
+    statistics, start, logits = _batchnorm_statistics(name, model), book.snapshot(model), book.predict(model, x)
+    assert len(statistics) == 2 * 49
+    book.fit(model, (x, y), epochs=1, lr=1e-3, batch_size=8, verbose=False)
+    assert all(np.array_equal(a, b) for a, b in zip(statistics, _batchnorm_statistics(name, model)))
+    assert not np.allclose(book.predict(model, x), logits), "the convolutions must train"
+    np.testing.assert_allclose(book.predict(book.restore(model, start), x), logits, atol=1e-5)  # Keras: ~3e-7
+
+
+def test_knn_accuracy_votes_among_the_nearest_training_features():
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = np.array([0, 0, 1, 1])
+    query = np.array([[2.0, 0.1], [0.2, 3.0], [1.0, 0.0]])  # cosine: the scale does not matter
+    assert backbones.knn_accuracy(train, labels, query, np.array([0, 1, 0]), k=1) == 1.0
+    assert backbones.knn_accuracy(train, labels, query, np.array([1, 1, 0]), k=2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="differ in length"):
+        backbones.knn_accuracy(train, labels[:3], query, np.array([0, 1, 0]))

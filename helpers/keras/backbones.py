@@ -11,7 +11,7 @@ import tensorflow as tf
 from helpers import backbones, checks, fast_training
 from helpers.keras.models import Model, device
 
-__all__ = ["inference_seconds", "step_memory"]
+__all__ = ["inference_seconds", "step_memory", "snapshot", "restore"]
 
 
 def inference_seconds(model: Model, x, batch_size: int = 64, repeats: int = 3) -> float:
@@ -82,3 +82,14 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
         return backbones.peak_memory_growth(step)
     finally:
         model.set_weights(saved)
+
+
+def snapshot(model: Model):
+    """A copy of every weight of `model` (BatchNorm statistics included), for `restore`."""
+    return [np.array(w, copy=True) for w in model.get_weights()]
+
+
+def restore(model: Model, saved) -> Model:
+    """Put the weights of a `snapshot` back into `model`."""
+    model.set_weights(saved)
+    return model

@@ -16,7 +16,7 @@ from torch import nn
 from helpers import backbones, checks, fast_training
 from helpers.torch.models import Model, device
 
-__all__ = ["inference_seconds", "step_memory"]
+__all__ = ["inference_seconds", "step_memory", "snapshot", "restore"]
 
 
 def _batch(x: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -76,3 +76,14 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
         return backbones.peak_memory_growth(step)
     finally:
         model.load_state_dict(saved)
+
+
+def snapshot(model: Model):
+    """A copy of every weight and buffer of `model` (BatchNorm statistics included), for `restore`."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def restore(model: Model, saved) -> Model:
+    """Put the weights and buffers of a `snapshot` back into `model`."""
+    model.load_state_dict(saved)
+    return model
