@@ -407,13 +407,14 @@ def weak_augment(images, seed: int = 0) -> np.ndarray:
 
 
 def strong_augment(images, seed: int = 0) -> np.ndarray:
-    """A strong view: the weak one, then a random contrast/brightness change and a 10x10 cutout (a black square)."""
+    """A strong view: the weak one (flip, shift of up to 2 pixels), a second shift of up to 2 pixels (up to 4 in all),
+    then a random contrast/brightness change and a 10x10 cutout (a black square) anywhere inside the image."""
     rng = np.random.default_rng(seed)
     images = _shift(weak_augment(images, seed=seed + 1).astype(np.float32), rng, 2)
     contrast, brightness = rng.uniform(0.5, 1.5, (len(images), 1, 1)), rng.uniform(-48, 48, (len(images), 1, 1))
     images = np.clip(images * contrast + brightness, 0, 255)
     n, h, w = images.shape
-    top, left = rng.integers(0, h - 10, n), rng.integers(0, w - 10, n)
+    top, left = rng.integers(0, h - 9, n), rng.integers(0, w - 9, n)  # the square may touch the last row/column
     for i in range(n):
         images[i, top[i] : top[i] + 10, left[i] : left[i] + 10] = 0
     return images.astype(np.uint8)

@@ -234,3 +234,27 @@ def test_semi_supervised_task_is_balanced_and_repeats_from_its_seed():
     assert all(np.array_equal(task[k], again[k]) for k in task)
     flat = lambda images: {image.tobytes() for image in images}
     assert not flat(task["pool_x"]) & flat(task["val_x"])  # the validation images are not in the pool
+
+
+def test_fit_consistency_updates_batchnorm_once_per_step_on_the_mixed_batch():
+    """The labelled, weak and strong batches go through one forward pass, so BatchNorm's statistics move once a step."""
+    import torch
+    from torch import nn
+
+    from helpers import torch as ht
+
+    x, y = _blobs(per_class=20)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
+    ht.seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 3))
+    ht.fit_consistency(model, (x[picked], y[picked]), x[rest], x[rest], steps=5, batch_size=4, seed=0)
+    assert int(model[0].num_batches_tracked) == 5
+    assert torch.isfinite(model[0].running_mean).all()
+
+
+def test_strong_augment_cutout_can_reach_the_last_row_and_column():
+    """Shifts blacken whole edge rows or columns; only the 10x10 cutout blackens part of the middle of an edge."""
+    strong = few_labels.strong_augment(np.full((400, 28, 28), 255, dtype=np.uint8), seed=0)
+    for edge in (strong[:, -1, :], strong[:, :, -1]):  # the last row, the last column
+        partly_cut = (edge[:, 4:24] == 0).any(axis=1) & (edge != 0).any(axis=1)
+        assert partly_cut.any()

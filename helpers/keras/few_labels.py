@@ -40,12 +40,17 @@ def _consistency_step(model: Model, optimizer, threshold: float, weight: float):
     """One FixMatch step under a tf.GradientTape (a graph, or eager in the smoke profile like `fit`)."""
 
     def step(xb, yb, weak_b, strong_b):
+        n_lab, n_unl = keras.ops.shape(xb)[0], keras.ops.shape(weak_b)[0]
         with tf.GradientTape() as tape:
-            supervised = keras.ops.mean(
-                keras.losses.sparse_categorical_crossentropy(yb, model(xb, training=True), from_logits=True)
+            # one forward pass on the three batches together, as FixMatch implementations do (one BatchNorm update)
+            logits = model(keras.ops.concatenate([xb, weak_b, strong_b], axis=0), training=True)
+            logits_lab, logits_weak, logits_strong = (
+                logits[:n_lab],
+                logits[n_lab : n_lab + n_unl],
+                logits[n_lab + n_unl :],
             )
-            logits_weak = keras.ops.stop_gradient(model(weak_b, training=True))
-            unsupervised, mask = consistency_loss(logits_weak, model(strong_b, training=True), threshold)
+            supervised = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yb, logits_lab, from_logits=True))
+            unsupervised, mask = consistency_loss(logits_weak, logits_strong, threshold)  # stops the weak gradient
             loss = supervised + weight * unsupervised
         gradients = tape.gradient(loss, model.trainable_weights)
         optimizer.apply_gradients(zip(gradients, model.trainable_weights))
@@ -59,7 +64,9 @@ def fit_consistency(
 ) -> dict:
     """FixMatch-style training: each step, cross-entropy on `batch_size` labelled examples plus `weight` times
     consistency_loss on `ratio * batch_size` unlabelled examples (their weak view and one of their strong views,
-    `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`.
+    `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`. The
+    labelled, weak and strong batches go through the model in one train-mode forward pass (concatenated). Each call
+    compiles a fresh step function (one trace per call).
     History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold)."""
     x, y, weak, strong = few_labels.consistency_data(input_shape(model), labelled, weak, strong)
     steps, threshold, ratio, batch_size = few_labels.consistency_options(

@@ -38,7 +38,8 @@ def fit_consistency(
 ) -> dict:
     """FixMatch-style training: each step, cross-entropy on `batch_size` labelled examples plus `weight` times
     consistency_loss on `ratio * batch_size` unlabelled examples (their weak view and one of their strong views,
-    `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`.
+    `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`. The
+    labelled, weak and strong batches go through the model in one train-mode forward pass (concatenated).
     History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold)."""
     x, y, weak, strong = few_labels.consistency_data(input_shape(model), labelled, weak, strong)
     steps, threshold, ratio, batch_size = few_labels.consistency_options(
@@ -53,10 +54,12 @@ def fit_consistency(
     ):
         xb, yb = as_tensor(x_np).to(dev), torch.as_tensor(y_np).to(dev)
         weak_b, strong_b = as_tensor(weak_np).to(dev), as_tensor(strong_np).to(dev)
-        supervised = nn.functional.cross_entropy(model(xb), yb)
-        with torch.no_grad():
-            logits_weak = model(weak_b)
-        unsupervised, mask = consistency_loss(logits_weak, model(strong_b), threshold)
+        # one forward pass on the three batches together, as FixMatch implementations do: a BatchNorm layer then
+        # updates its statistics once per step, on the mixture, not three times on three distributions
+        logits = model(torch.cat([xb, weak_b, strong_b]))
+        logits_lab, logits_weak, logits_strong = logits.split([len(xb), len(weak_b), len(strong_b)])
+        supervised = nn.functional.cross_entropy(logits_lab, yb)
+        unsupervised, mask = consistency_loss(logits_weak, logits_strong, threshold)  # no gradient via the weak view
         loss = supervised + weight * unsupervised
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
