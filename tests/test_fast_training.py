@@ -235,3 +235,5 @@ def test_two_data_parallel_processes_match_one(framework, tmp_path):
     assert result["processes"] == 2 and len(result["losses"]) == STEPS
     assert fast_training.max_difference(result["losses"], reference) < 1e-4, (result["losses"], reference)
     assert reference[-1] < reference[0]  # it trained
+    if framework == "keras":  # the script's second route: compile and fit inside strategy.scope()
+        assert fast_training.max_difference(result["fit_losses"], reference) < 1e-4, (result["fit_losses"], reference)

@@ -5,6 +5,8 @@ On a CPU the N replicas are N logical CPU devices, which must be configured befo
 devices: hence a script of its own, not a notebook cell. Every replica holds the whole model; each global batch
 is split over the replicas, and the optimizer sums their gradients (each replica's loss is divided by the global
 batch size). With no dropout and no BatchNorm, N replicas take the same steps as one on the whole batch.
+The script trains twice from the same start: once with the step written out (`strategy.run`), once the everyday
+Keras way, `compile` and `fit` inside `strategy.scope()`, which splits each batch and reduces the gradients itself.
 """
 
 import argparse
@@ -32,6 +34,22 @@ def small_cnn(input_shape, classes):
     )
 
 
+class StepLosses(keras.callbacks.Callback):
+    """Each training step's loss. `fit` logs the running mean over the epoch after each batch, so step k's own
+    loss is k * mean_k - (k - 1) * mean_(k-1)."""
+
+    def on_train_begin(self, logs=None):
+        self.means = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.means.append(float(logs["loss"]))
+
+    def losses(self):
+        means = np.array(self.means, dtype="float64")
+        totals = means * np.arange(1, len(means) + 1)
+        return np.diff(totals, prepend=0.0).tolist()
+
+
 def make_strategy(replicas):
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -52,17 +70,34 @@ def main():
     parser.add_argument("--lr", type=float, default=0.05)
     args = parser.parse_args()
     strategy = make_strategy(args.processes)
-    replicas = strategy.num_replicas_in_sync
-    assert args.batch_size % replicas == 0, "the global batch must split evenly over the replicas"
+    result = written_out(strategy, args)
+    result["fit_losses"] = with_fit(strategy, args)
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    devices = ", ".join(strategy.extended.worker_devices)
+    seconds, steps = result["seconds"], result["timed_steps"]
+    print(f"{result['processes']} replica(s) on {devices}: {seconds:.2f} s for {steps} timed steps")
 
+
+def global_batches(args):
+    """The same global batches, in the same order, for both routes."""
     data = np.load(args.data)
     x, y = data["x"], data["y"].astype("int64")
     order = np.random.default_rng(0).permutation(np.resize(np.arange(len(y)), args.steps * args.batch_size))
     batches = tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(args.batch_size, drop_remainder=True)
+    return batches, x.shape[1:], int(y.max()) + 1
+
+
+def written_out(strategy, args):
+    """The step written out: strategy.run on every replica, the loss divided by the global batch size."""
+    replicas = strategy.num_replicas_in_sync
+    assert args.batch_size % replicas == 0, "the global batch must split evenly over the replicas"
+
+    batches, input_shape, classes = global_batches(args)
     batches = strategy.experimental_distribute_dataset(batches)  # each global batch split over the replicas
     with strategy.scope():  # variables created here are mirrored: one copy per replica, kept in sync
         keras.utils.set_random_seed(0)
-        model = small_cnn(x.shape[1:], int(y.max()) + 1)
+        model = small_cnn(input_shape, classes)
         opt = keras.optimizers.SGD(args.lr, momentum=0.9)
 
     def replica_step(xb, yb):
@@ -85,11 +120,23 @@ def main():
             start = time.perf_counter()
         losses.append(float(step(xb, yb)))
     seconds = time.perf_counter() - start
-    result = {"processes": replicas, "losses": losses, "seconds": seconds, "timed_steps": args.steps - 1}
-    with open(args.out, "w") as f:
-        json.dump(result, f)
-    devices = ", ".join(strategy.extended.worker_devices)
-    print(f"{replicas} replica(s) on {devices}: {seconds:.2f} s for {args.steps - 1} timed steps")
+    return {"processes": replicas, "losses": losses, "seconds": seconds, "timed_steps": args.steps - 1}
+
+
+def with_fit(strategy, args):
+    """The everyday route: model and optimizer built and compiled inside strategy.scope(), then fit, which
+    distributes the dataset and reduces the gradients itself. Returns each step's loss."""
+    batches, input_shape, classes = global_batches(args)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)  # the same initial weights as the written-out route
+        model = small_cnn(input_shape, classes)
+        model.compile(
+            optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    steps = StepLosses()
+    model.fit(batches, epochs=1, callbacks=[steps], shuffle=False, verbose=0)  # the batches as given
+    return steps.losses()
 
 
 if __name__ == "__main__":

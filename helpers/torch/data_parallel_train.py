@@ -43,8 +43,10 @@ def main():
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])  # set by torchrun
     assert args.batch_size % world == 0, "the global batch must split evenly over the processes"
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
     dev = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(dev)  # before the process group, so that NCCL and barrier() use this process's GPU
+    dist.init_process_group("nccl" if cuda else "gloo")
     torch.set_num_threads(max(1, args.threads // world))  # the processes share the cores
 
     data = np.load(args.data)
@@ -67,10 +69,11 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces (averages) the gradients here, overlapped with the backward pass
         opt.step()
-        total = loss.detach().clone()
-        dist.all_reduce(total)  # for the log only: the mean loss over the whole global batch
-        losses.append(total.item() / world)
+        losses.append(loss.detach())  # this process's share; kept on the device, no synchronisation per step
     seconds = time.perf_counter() - start
+    losses = torch.stack(losses)
+    dist.all_reduce(losses)  # once, after training: each step's mean loss over the whole global batch
+    losses = (losses / world).tolist()
     if rank == 0:
         result = {"processes": world, "losses": losses, "seconds": seconds, "timed_steps": args.steps - 1}
         with open(args.out, "w") as f:
