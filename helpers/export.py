@@ -211,17 +211,19 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def decode_images(body: bytes, image_shape: tuple[int, int], max_batch: int = 64) -> np.ndarray:
+def decode_images(
+    body: bytes, image_shape: tuple[int, int], max_batch: int = 64, max_bytes: int = MAX_BODY_BYTES
+) -> np.ndarray:
     """The uint8 images (N, H, W) of a request body: a .npy array (uint8, (H, W) or (N, H, W)) or a PNG/JPEG image
     (converted to 8-bit grey). Raises BadRequest (4xx) with the reason for anything else."""
     if not body:
         raise BadRequest(400, "empty body: send a .npy array of uint8 pixels or a PNG/JPEG image")
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(413, f"body of {len(body)} bytes is larger than the limit of {MAX_BODY_BYTES}")
+    if len(body) > max_bytes:
+        raise BadRequest(413, f"body of {len(body)} bytes is larger than the limit of {max_bytes}")
     if body.startswith(NPY_MAGIC):
         images = _decode_npy(body)
     elif any(body.startswith(magic) for magic in IMAGE_MAGIC):
-        images = _decode_picture(body)
+        images = _decode_picture(body, image_shape)
     else:
         raise BadRequest(
             415, "the body is neither a .npy array nor a PNG/JPEG image; send np.save output or an image file"
@@ -250,17 +252,42 @@ def _decode_npy(body: bytes) -> np.ndarray:
         raise BadRequest(400, f"the .npy array could not be read: {error}") from None
 
 
-def _decode_picture(body: bytes) -> np.ndarray:
+def _decode_picture(body: bytes, image_shape: tuple[int, int]) -> np.ndarray:
+    """A PNG/JPEG body as (H, W) grey pixels; its size is read from the header and checked before any pixel is
+    decoded, so a small file that would decode to a huge image (a decompression bomb) costs nothing."""
     from PIL import Image, UnidentifiedImageError
 
+    height, width = image_shape
     try:
-        with Image.open(io.BytesIO(body)) as image:
-            image.load()
+        with Image.open(io.BytesIO(body)) as image:  # reads the header only
+            if image.size != (width, height):
+                raise BadRequest(422, f"images must be {height}x{width} pixels, got {image.size[1]}x{image.size[0]}")
             if image.mode not in ("L", "RGB", "RGBA", "P"):
                 raise BadRequest(422, f"images must have 8-bit channels, got PIL mode {image.mode!r}")
+            image.load()
             return np.asarray(image.convert("L"))
+    except Image.DecompressionBombError as error:  # raised by Image.open; not an OSError
+        raise BadRequest(422, f"the image is too large to decode: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise BadRequest(400, f"the image could not be decoded: {error}") from None
+
+
+async def read_body(request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with a 413 before it is read when its Content-Length exceeds `max_bytes`, and
+    while it streams in when a body without that header (chunked transfer) grows past `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(400, f"Content-Length must be a number of bytes, got {declared!r}")
+        if int(declared) > max_bytes:
+            raise BadRequest(413, f"body of {declared} bytes is larger than the limit of {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadRequest(413, f"body larger than the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def make_app(
@@ -269,21 +296,23 @@ def make_app(
     class_names,
     image_shape: tuple[int, int] = (28, 28),
     max_batch: int = 64,
+    max_bytes: int = MAX_BODY_BYTES,
 ):
     """A Starlette app: POST /predict takes a .npy array of uint8 images or a PNG/JPEG image, runs
     `predict(preprocess(images))` and answers with the top class and its probability per image; GET /health.
-    Bad requests get a 4xx status and a JSON `error`; nothing a client sends makes it answer 500."""
+    Decoding and the model run in Starlette's thread pool, so the event loop stays free for other requests while
+    they compute. Bad requests get a 4xx status and a JSON `error`; nothing a client sends makes it answer 500."""
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     class_names = list(class_names)
 
-    async def predict_route(request):
-        try:
-            images = decode_images(await request.body(), image_shape, max_batch)
-        except BadRequest as bad:
-            return JSONResponse({"error": bad.message}, status_code=bad.status)
+    def answer(body: bytes) -> dict:
+        """Blocking work, run in a worker thread: decode, preprocess, predict, top class per image."""
+        images = decode_images(body, image_shape, max_batch, max_bytes)
         start = time.perf_counter()
         logits = np.asarray(predict(preprocess(images)), dtype=np.float64)
         probs = np.exp(logits - logits.max(1, keepdims=True))
@@ -292,7 +321,13 @@ def make_app(
             {"class_id": int(k), "class": class_names[k], "probability": round(float(p[k]), 4)}
             for k, p in zip(probs.argmax(1), probs)
         ]
-        return JSONResponse({"predictions": found, "model_ms": round(1000 * (time.perf_counter() - start), 2)})
+        return {"predictions": found, "model_ms": round(1000 * (time.perf_counter() - start), 2)}
+
+    async def predict_route(request):
+        try:
+            return JSONResponse(await run_in_threadpool(answer, await read_body(request, max_bytes)))
+        except BadRequest as bad:
+            return JSONResponse({"error": bad.message}, status_code=bad.status)
 
     async def health(request):
         return JSONResponse({"status": "ok", "classes": len(class_names)})
@@ -303,8 +338,6 @@ def make_app(
         )
 
     routes = [Route("/predict", predict_route, methods=["POST"]), Route("/health", health, methods=["GET"])]
-    from starlette.exceptions import HTTPException
-
     return Starlette(routes=routes, exception_handlers={HTTPException: not_allowed})
 
 
@@ -340,13 +373,22 @@ def stop_server(server, thread, timeout: float = 10.0) -> None:
 
 
 def post(url: str, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30.0):
-    """POST `body` to `url`; returns (HTTP status, decoded JSON answer), for 4xx/5xx answers too."""
+    """POST `body` to `url`; returns (HTTP status, decoded JSON answer), for 4xx/5xx answers too; an answer that
+    is not JSON (a proxy's error page, a plain-text 500) comes back as its text."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
+            return answer.status, _json_or_text(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return error.code, _json_or_text(error.read())
+
+
+def _json_or_text(raw: bytes):
+    """A response body as JSON when it is JSON, else as text."""
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return raw.decode("utf-8", errors="replace")
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -175,6 +175,21 @@ def pickled_npy() -> bytes:
     return buffer.getvalue()
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a greyscale PNG claiming width x height pixels: tiny, yet PIL would allocate the whole
+    image to decode it; above twice PIL's MAX_IMAGE_PIXELS, Image.open raises DecompressionBombError."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
 @pytest.fixture(scope="module")
 def server():
     """The app serving a NumPy 'model' (mean brightness decides the class) on a free port; stopped afterwards."""
@@ -211,8 +226,24 @@ def test_the_app_answers_good_requests(server):
         (export.npy_bytes(np.zeros((28, 28), np.uint8))[:60], 400, "could not be read"),
         (export.png_bytes(np.zeros((28, 28), np.uint8))[:30], 400, "could not be decoded"),
         (pickled_npy(), 400, "could not be read"),
+        (export.png_bytes(np.zeros((32, 32), np.uint8)), 422, "28x28"),
+        (png_header(30_000, 30_000), 422, "too large to decode"),
+        (png_header(5_000, 5_000), 422, "28x28"),
     ],
-    ids=["wrong size", "colour", "floats", "no images", "json", "empty", "cut npy", "cut png", "pickle"],
+    ids=[
+        "wrong size",
+        "colour",
+        "floats",
+        "no images",
+        "json",
+        "empty",
+        "cut npy",
+        "cut png",
+        "pickle",
+        "png size",
+        "png bomb",
+        "big png",
+    ],
 )
 def test_the_app_refuses_bad_requests_with_a_4xx_and_a_json_error(server, body, status, message):
     got, answer = export.post(server + "/predict", body)
@@ -227,3 +258,115 @@ def test_the_app_refuses_wrong_methods_and_stays_up(server):
     assert error.value.code == 405 and "error" in error.value.read().decode()
     status, _ = export.post(server + "/predict", export.npy_bytes(np.zeros((28, 28), np.uint8)))
     assert status == 200
+
+
+def test_a_body_over_the_limit_is_refused_from_its_header_before_it_is_read():
+    """Content-Length over the limit: a 413 at once, although the body never arrives (were the app waiting to read
+    it, the client would time out); a chunked body without Content-Length: a 413 once it grows past the limit."""
+    import http.client
+
+    app = export.make_app(lambda x: np.zeros((len(x), 2)), lambda images: images, ["a", "b"], (28, 28), max_bytes=1000)
+    running, thread, url = export.start_server(app)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", "/predict")
+        connection.putheader("Content-Length", str(10**9))
+        connection.endheaders()  # headers only: the body is never sent
+        answer = connection.getresponse()
+        assert answer.status == 413 and "limit of 1000" in answer.read().decode()
+        connection.close()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        chunks = (b"x" * 400 for _ in range(5))
+        connection.request("POST", "/predict", body=chunks, encode_chunked=True)
+        answer = connection.getresponse()
+        assert answer.status == 413 and "limit of 1000" in answer.read().decode()
+        connection.close()
+        status, _ = export.post(url + "/predict", export.npy_bytes(np.zeros((28, 28), np.uint8)))  # 912 bytes
+        assert status == 200
+    finally:
+        export.stop_server(running, thread)
+
+
+def test_health_answers_while_a_slow_prediction_runs():
+    """The model runs in a worker thread, not on the event loop: GET /health answers while predict is blocked."""
+    import threading
+    import urllib.request
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_predict(x):
+        started.set()
+        release.wait(timeout=20)
+        return np.zeros((len(x), 2))
+
+    app = export.make_app(slow_predict, lambda images: images, ["a", "b"], (28, 28))
+    running, thread, url = export.start_server(app)
+    results = []
+    client = threading.Thread(
+        target=lambda: results.append(export.post(url + "/predict", export.npy_bytes(np.zeros((28, 28), np.uint8))))
+    )
+    try:
+        client.start()
+        assert started.wait(timeout=10), "the prediction did not start"
+        with urllib.request.urlopen(url + "/health", timeout=3) as answer:  # on the event loop: would time out
+            assert answer.status == 200
+        assert not release.is_set() and client.is_alive(), "health answered while the prediction was still running"
+    finally:
+        release.set()
+        client.join(timeout=20)
+        export.stop_server(running, thread)
+    assert results and results[0][0] == 200
+
+
+def test_post_returns_the_text_of_an_answer_that_is_not_json():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def broken(request):
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
+    running, thread, url = export.start_server(Starlette(routes=[Route("/predict", broken, methods=["POST"])]))
+    try:
+        assert export.post(url + "/predict", b"x") == (500, "Internal Server Error")
+    finally:
+        export.stop_server(running, thread)
+
+
+def test_torch_export_model_gives_the_model_back_on_its_device_and_in_its_mode(tmp_path, monkeypatch):
+    """export_model runs on the CPU in eval mode; the caller's model goes back to the device it was on (here a model
+    that reports the "meta" device, its moves recorded) and to training mode, also when the export fails."""
+    import helpers.torch.export as torch_export
+
+    model = small_cnn(ht)
+    moves = []
+    original_to = model.to
+
+    def recording_to(device):
+        moves.append(torch.device(device))
+        return model if moves[-1].type == "meta" else original_to(device)
+
+    monkeypatch.setattr(model, "to", recording_to)
+    monkeypatch.setattr(torch_export, "_device", lambda model: torch.device("meta"))  # as if it lived elsewhere
+    path = ht.export_model(model.train(), tmp_path, "onnx", image_size=28)
+    assert path.is_file() and model.training and moves == [torch.device("cpu"), torch.device("meta")]
+
+    def failing_export(*args, **kwargs):
+        assert not model.training, "exported in eval mode"
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr(torch_export, "_onnx", failing_export)
+    moves.clear()
+    with pytest.raises(RuntimeError, match="export failed"):
+        ht.export_model(model.train(), tmp_path, "onnx", image_size=28)
+    assert model.training and moves == [torch.device("cpu"), torch.device("meta")]
+    monkeypatch.undo()
+    assert torch_export._device(small_cnn(ht)) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_export_model_leaves_a_gpu_model_on_the_gpu(tmp_path):
+    model = small_cnn(ht).cuda().train()
+    ht.export_model(model, tmp_path, "onnx", image_size=28)
+    assert model.training and all(p.is_cuda for p in model.parameters())

@@ -1,5 +1,5 @@
-"""Export (Keras): SavedModels (`model.export`), ONNX files (tf2onnx), TFLite/LiteRT float and int8
-flatbuffers, loaded back as NumPy predict functions and checked against the framework model on a whole data set
+"""Export (Keras): SavedModels, ONNX files and TFLite/LiteRT float and int8 flatbuffers, all written by Keras'
+`model.export`, loaded back as NumPy predict functions and checked against the framework model on a whole data set
 (chapter 15).
 
 Every exported model takes what `book.predict` takes, a float32 NHWC batch with any number of images, and returns
@@ -8,7 +8,7 @@ logits, as the PyTorch exports do. Statistics, runtimes and the HTTP app are fra
 
 from __future__ import annotations
 
-import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +25,7 @@ __all__ = ["export_formats", "export_model", "load_exported", "verify_export"]
 
 FORMATS = {  # format: (file or directory name, what it is)
     "saved_model": ("saved_model", "TensorFlow SavedModel directory (model.export)"),
-    "onnx": ("model.onnx", "ONNX (tf2onnx), float32"),
+    "onnx": ("model.onnx", "ONNX (model.export, tf2onnx underneath), float32"),
     "tflite": ("model.tflite", "TFLite/LiteRT flatbuffer, float32"),
     "tflite_int8": ("model_int8.tflite", "TFLite/LiteRT, int8 weights and activations, float input and output"),
 }
@@ -76,42 +76,27 @@ def export_model(
 
 
 def _write(model, format: str, shape: tuple, path: Path, calibration) -> None:
-    """Write one format (TensorFlow's logger already quieted)."""
+    """Write one format with Keras' own `model.export` (TensorFlow's logger already quieted)."""
+    spec = [keras.InputSpec(shape=shape, dtype="float32", name="images")]
     if format == "saved_model":
-        spec = keras.InputSpec(shape=shape, dtype="float32", name="images")
-        model.export(path, format="tf_saved_model", input_signature=[spec], verbose=False)
-    elif format == "onnx":
-        _onnx(model, shape, path)
-    else:
-        _tflite(model, shape, path, None if format == "tflite" else checks.inputs(calibration, None))
+        model.export(path, format="tf_saved_model", input_signature=spec, verbose=False)
+    elif format == "onnx":  # tf2onnx underneath, on the TensorFlow backend
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+            model.export(str(path), format="onnx", input_signature=spec, opset_version=OPSET, verbose=False)
+    else:  # TFLiteConverter underneath, from a SavedModel; options are passed on to the converter
+        options = {} if format == "tflite" else _litert_int8_options(checks.inputs(calibration, None))
+        model.export(str(path), format="litert", input_signature=spec, verbose=False, **options)
 
 
-def _onnx(model, shape: tuple, path: Path) -> None:
-    """tf2onnx on a tf.function with an input signature (the model in inference mode), one file."""
-    import tf2onnx
-
-    function = tf.function(lambda images: model(images, training=False))
-    signature = (tf.TensorSpec(shape, tf.float32, name="images"),)
-    tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET, output_path=str(path))
-
-
-def _tflite(model, shape: tuple, path: Path, calibration: np.ndarray | None) -> None:
-    """TFLiteConverter from a SavedModel; with calibration, post-training int8 quantization of weights and
-    activations (a representative dataset measures the activation ranges), float32 input and output kept."""
-    with tempfile.TemporaryDirectory() as scratch:
-        source = Path(scratch) / "saved_model"
-        model.export(
-            source,
-            format="tf_saved_model",
-            input_signature=[keras.InputSpec(shape=shape, dtype="float32")],
-            verbose=False,
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
-        if calibration is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([row[None]] for row in calibration)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        path.write_bytes(converter.convert())
+def _litert_int8_options(calibration: np.ndarray) -> dict:
+    """The `model.export(..., format="litert")` options for post-training int8: weights and activations in int8,
+    activation ranges measured on `calibration` (model inputs, never test data), float32 input and output kept."""
+    return {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": lambda: ([row[None]] for row in calibration),
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+    }
 
 
 def load_exported(path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -72,18 +72,26 @@ def export_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FORMATS[format][0]
-    was_training = model.training
-    network = _ChannelsLast(model.to("cpu").eval()).eval()
+    was_training, device = model.training, _device(model)
     example = _example(model, image_size)
     batch = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}}
-    try:
+    try:  # exported on the CPU in eval mode; the caller's model goes back to its device and mode afterwards
+        network = _ChannelsLast(model.to("cpu").eval()).eval()
         if format == "exported_program":
             torch.export.save(torch.export.export(network, (example,), dynamic_shapes=batch), path)
         else:
             _onnx(network, example, batch, path)
     finally:
-        model.train(was_training)
+        model.to(device).train(was_training)
     return path
+
+
+def _device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model with neither)."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
 def _onnx(network: nn.Module, example: torch.Tensor, batch: dict, path: Path) -> None:
