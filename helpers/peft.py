@@ -57,10 +57,11 @@ def median_step_seconds(step_seconds, warmup: int = 3) -> float:
 
 
 def mean_spread(values) -> str:
-    """'mean ± standard deviation' of repeated runs (the spread is 0 for a single run)."""
+    """'mean ± standard deviation (n=runs)' of repeated runs; a single run prints its value and n=1, no spread."""
     values = np.asarray(values, dtype=float)
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {spread:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (n=1)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
 
 
 def peft_table(runs: dict, total_params: int) -> list[dict]:

@@ -149,3 +149,87 @@ def _named_weights(book, model) -> dict:
     if book.__name__ == "helpers.torch":
         return {n.replace(".", "/"): p.detach().numpy().copy() for n, p in model.named_parameters()}
     return {f"{i}:{w.path}": np.array(w.numpy()) for i, w in enumerate(model.weights)}
+
+
+def test_lora_targets_leave_out_the_unused_pooler(book):
+    model = book.pooled_text_classifier(2)
+    pooler = "pooler" if book.__name__ == "helpers.torch" else "pooled_dense"
+    wide = book.lora_targets(model, ("query", "value", "dense", pooler, "pooled_dense"))
+    assert len(wide) >= PROJECTIONS and not any(pooler in path for path in wide), "the pooler feeds nothing"
+    adapted = book.add_lora(model, rank=1, targets=("query", "key", "value", "dense", "pooled_dense"))
+    trainable = _trainable_names(book, adapted)
+    assert any("key" in name for name in trainable) and not any(pooler in name for name in trainable)
+
+
+def _trainable_names(book, model) -> list:
+    if book.__name__ == "helpers.torch":
+        return [name for name, p in model.named_parameters() if p.requires_grad]
+    return [v.path for v in model.trainable_weights]
+
+
+def test_load_adapter_matches_tensors_by_name_not_by_order(book, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tokens = _tokens(book)
+    book.seed(0)
+    model = book.add_lora(book.pooled_text_classifier(2), rank=1)
+    for layer in book.lora_targets(model).values():
+        _fill_lora_b(book, layer, 0.03)
+    expected = book.predict_text(model, tokens)
+    saved = load_file(str(book.save_adapter(model, tmp_path / "adapter.safetensors")))
+    keys = list(saved)[::-1]  # another order, and in Keras other index prefixes: query and value factors trade places
+    swapped = {f"{i:04d}:{k.split(':', 1)[1]}" if ":" in k else k: saved[k] for i, k in enumerate(keys)}
+    save_file(swapped, str(tmp_path / "swapped.safetensors"))
+    book.seed(1)
+    fresh = book.add_lora(book.pooled_text_classifier(2), rank=1)
+    loaded = book.load_adapter(fresh, tmp_path / "swapped.safetensors")
+    np.testing.assert_allclose(book.predict_text(loaded, tokens), expected, atol=1e-6)
+    renamed = {k.replace("value", "key"): v for k, v in swapped.items()}
+    save_file(renamed, str(tmp_path / "renamed.safetensors"))
+    with pytest.raises(ValueError, match="same method"):
+        book.load_adapter(book.add_lora(book.pooled_text_classifier(2), rank=1), tmp_path / "renamed.safetensors")
+
+
+def test_mean_spread_says_n_and_prints_no_spread_for_one_run():
+    assert peft_helpers.mean_spread([0.9]) == "0.900 (n=1)"
+    assert peft_helpers.mean_spread([0.8, 1.0]) == "0.900 ± 0.141 (n=2)"
+
+
+def test_conv_lora_adapts_every_1x1_convolution_and_starts_at_the_frozen_model(book):
+    book.seed(0)
+    backbone = book.pretrained_backbone("mobilenet_v2")
+    model = book.add_head(backbone, book.new_head(book.feature_dim(backbone), 10))
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    before = book.predict(model, images)
+    convs = book.pointwise_convs(model)
+    sides = [_conv_sides(book, layer) for layer in convs.values()]
+    assert len(convs) == 34 and all(min(s) >= 16 for s in sides), "MobileNetV2's 34 pointwise convolutions"
+    adapted = book.add_conv_lora(model, rank=2)
+    head = book.feature_dim(backbone) * 10 + 10
+    assert book.count_params(adapted)["trainable"] == sum(2 * (c_in + c_out) for c_in, c_out in sides) + head
+    np.testing.assert_allclose(book.predict(adapted, images), before, atol=1e-5)  # B = 0
+    with pytest.raises(ValueError, match="LoRA rank must be an integer"):
+        book.add_conv_lora(book.add_head(backbone, book.new_head(1280, 10)), rank=1000)
+
+
+def _conv_sides(book, layer) -> tuple:
+    if book.__name__ == "helpers.torch":
+        return layer.in_channels, layer.out_channels
+    return int(layer.kernel.shape[2]), layer.filters
+
+
+def test_keras_backbone_saves_and_loads_the_lora_factors_of_add_lora(tmp_path):
+    book = importlib.import_module("helpers.keras")
+    book.seed(0)
+    model = book.add_lora(book.pooled_text_classifier(2), rank=2)
+    for layer in book.lora_targets(model).values():
+        _fill_lora_b(book, layer, 0.02)
+    backbone = next(layer for layer in model.layers if hasattr(layer, "save_lora_weights"))  # keras-hub's backbone
+    backbone.save_lora_weights(str(tmp_path / "spam.lora.h5"))
+    fresh = book.add_lora(book.pooled_text_classifier(2), rank=2)
+    next(layer for layer in fresh.layers if hasattr(layer, "load_lora_weights")).load_lora_weights(
+        str(tmp_path / "spam.lora.h5")
+    )
+    for a, b in zip(book.lora_targets(model).values(), book.lora_targets(fresh).values(), strict=True):
+        np.testing.assert_array_equal(a.lora_kernel_b.numpy(), b.lora_kernel_b.numpy())
+        np.testing.assert_array_equal(a.lora_kernel_a.numpy(), b.lora_kernel_a.numpy())

@@ -26,6 +26,8 @@ __all__ = [
     "lora_targets",
     "add_lora",
     "merge_lora",
+    "pointwise_convs",
+    "add_conv_lora",
     "save_adapter",
     "load_adapter",
 ]
@@ -83,12 +85,13 @@ def train_biases(model) -> Model:
 
 
 def lora_targets(model, targets=peft_helpers.LORA_TARGETS) -> dict:
-    """The layers LoRA would adapt, {path: layer}: the attention projections whose names are in `targets`."""
+    """The layers LoRA would adapt, {path: layer}: the dense layers whose names are in `targets`, the unused pooler
+    (`pooled_dense`, which the mean-pooling head never reads) left out."""
     backbone = text_backbone(model)
     found = {
         layer.path: layer
         for layer in flatten_layers(backbone, include_self=False)
-        if layer.name in targets and hasattr(layer, "enable_lora")
+        if layer.name in targets and hasattr(layer, "enable_lora") and layer.name != _POOLER
     }
     if not found:
         raise ValueError(f"no dense layer named {', '.join(targets)} in the model; pass other targets")
@@ -99,6 +102,15 @@ def _factor_sizes(layer) -> tuple[int, int]:
     """Sizes of the two sides of Keras' LoRA factorization: all kernel axes but the last, and the last."""
     shape = tuple(layer.kernel.shape)
     return int(np.prod(shape[:-1])), int(shape[-1])
+
+
+def _record_lora_layers(backbone, layers, rank: int) -> None:
+    """Note the adapted layers where keras-hub's `backbone.enable_lora` would, so that the backbone's own
+    `save_lora_weights` / `load_lora_weights` work: indices among its layers with weights, and the rank."""
+    adapted = {id(layer) for layer in layers}
+    weighted = [layer for layer in flatten_layers(backbone, include_self=False) if layer.weights]
+    backbone._lora_enabled_layers = [i for i, layer in enumerate(weighted) if id(layer) in adapted]
+    backbone._lora_rank = rank
 
 
 def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Model:
@@ -114,9 +126,41 @@ def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Mode
         if layer.bias is not None:
             layer.bias.trainable = False  # only the low-rank factors train, as peft's bias="none"
     assert head.trainable
+    _record_lora_layers(text_backbone(model), layers.values(), rank)
     for name in ("train_function", "test_function", "predict_function"):  # traced before LoRA existed: retrace
         if hasattr(model, name):
             setattr(model, name, None)
+    return model
+
+
+def pointwise_convs(model) -> dict:
+    """The 1x1 convolutions of an image model, {path: layer}: a linear layer applied at every pixel (depthwise
+    convolutions, a layer class without LoRA, left out)."""
+    found = {
+        layer.path: layer
+        for layer in flatten_layers(model, include_self=False)
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1) and layer.groups == 1
+    }
+    if not found:
+        raise ValueError("the model has no 1x1 convolution to adapt")
+    return found
+
+
+def add_conv_lora(model, rank, alpha=None) -> Model:
+    """LoRA (Conv2D.enable_lora) of `rank` on every 1x1 convolution of an `add_head` image model; the backbone
+    frozen (BatchNorm in inference mode), adapters and the head trainable."""
+    layers = pointwise_convs(model)
+    smallest = min(min(_factor_sizes(layer)) for layer in layers.values())
+    rank = peft_helpers.check_rank(rank, smallest, "the 1x1 convolutions")
+    head = model.layers[-1]
+    unfreeze(model)
+    for layer in model.layers:  # the backbone frozen as a whole (BatchNorm in inference mode), then the 1x1 convs
+        layer.trainable = layer is head
+    for layer in layers.values():
+        layer.trainable = True
+        layer.enable_lora(rank, lora_alpha=peft_helpers.lora_alpha(rank, alpha))
+        if layer.bias is not None:
+            layer.bias.trainable = False
     return model
 
 
@@ -149,8 +193,34 @@ def save_adapter(model, path) -> Path:
     return path
 
 
+def _same_variable(saved_path: str, path: str) -> bool:
+    """One variable path is the other, or ends with it after a '/' (a model or backbone prefix left out)."""
+    return saved_path == path or saved_path.endswith("/" + path) or path.endswith("/" + saved_path)
+
+
+def _match_by_path(saved: dict, variables: list) -> dict:
+    """{file key: variable}, matched by variable path (the file key is 'index:path'), one to one, never by order."""
+    matches = {}
+    for key in saved:
+        saved_path = key.split(":", 1)[-1]
+        found = [v for v in variables if _same_variable(saved_path, v.path)]
+        if len(found) != 1:
+            what = "no trainable variable" if not found else f"{len(found)} trainable variables"
+            raise ValueError(
+                f"{key}: {what} of the model has this path; "
+                "build the model with the same method, rank and targets before load_adapter"
+            )
+        matches[key] = found[0]
+    if len({id(v) for v in matches.values()}) != len(matches):
+        raise ValueError("two tensors of the file match the same variable; the file was not written by save_adapter")
+    return matches
+
+
 def load_adapter(model, path) -> Model:
-    """Load a `save_adapter` file into a model built the same way (safetensors: tensors only, no pickled code)."""
+    """Load a `save_adapter` file into a model built the same way (safetensors: tensors only, no pickled code).
+
+    Each tensor goes to the trainable variable with the same path (a leading model prefix may differ), never by
+    position: query and value factors have the same shapes, so an order mismatch would otherwise load silently."""
     from safetensors.numpy import load_file
 
     saved = load_file(str(path))
@@ -160,8 +230,10 @@ def load_adapter(model, path) -> Model:
             f"{path} holds {len(saved)} tensors, the model trains {len(variables)}; "
             "build the model with the same method, rank and targets before load_adapter"
         )
-    for key, variable in zip(sorted(saved), variables, strict=True):
+    matches = _match_by_path(saved, variables)
+    for key, variable in matches.items():
         if tuple(saved[key].shape) != tuple(variable.shape):
             raise ValueError(f"{key}: file shape {saved[key].shape}, model shape {tuple(variable.shape)}")
+    for key, variable in matches.items():
         variable.assign(saved[key])
     return model

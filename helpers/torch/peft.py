@@ -25,6 +25,8 @@ __all__ = [
     "lora_targets",
     "add_lora",
     "merge_lora",
+    "pointwise_convs",
+    "add_conv_lora",
     "save_adapter",
     "load_adapter",
 ]
@@ -93,11 +95,12 @@ def train_biases(model) -> Model:
 
 
 def lora_targets(model, targets=peft_helpers.LORA_TARGETS) -> dict:
-    """The layers LoRA would adapt, {path: layer}: the attention projections whose names are in `targets`."""
+    """The layers LoRA would adapt, {path: layer}: the linear layers whose names are in `targets`, the unused pooler
+    (`bert.pooler.dense`, which the mean-pooling head never reads) left out."""
     found = {
         name: module
         for name, module in model.named_modules()
-        if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features")
+        if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features") and "pooler" not in name.split(".")
     }
     if not found:
         raise ValueError(f"no linear layer named {', '.join(targets)} in the model; pass other targets")
@@ -116,9 +119,43 @@ def add_lora(model, rank, alpha=None, targets=peft_helpers.LORA_TARGETS) -> Mode
         r=rank,
         lora_alpha=peft_helpers.lora_alpha(rank, alpha),
         lora_dropout=0.0,
-        target_modules=list(targets),
+        target_modules=list(layers),  # full paths: a bare "dense" would also match the pooler
         bias="none",
         modules_to_save=["classifier"],
+    )
+    return peft.get_peft_model(model, config)
+
+
+def pointwise_convs(model) -> dict:
+    """The 1x1 convolutions of an image model, {path: layer}: a linear layer applied at every pixel (depthwise
+    convolutions, with groups > 1, left out)."""
+    found = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+    }
+    if not found:
+        raise ValueError("the model has no 1x1 convolution to adapt")
+    return found
+
+
+def add_conv_lora(model, rank, alpha=None) -> Model:
+    """LoRA (peft) of `rank` on every 1x1 convolution of an `add_head` image model; the backbone frozen (its
+    BatchNorm statistics too), adapters and `head` trainable."""
+    import peft
+
+    layers = pointwise_convs(model)
+    smallest = min(min(layer.in_channels, layer.out_channels) for layer in layers.values())
+    rank = peft_helpers.check_rank(rank, smallest, "the 1x1 convolutions")
+    if not isinstance(getattr(model, "head", None), nn.Module):
+        raise ValueError("model has no `head`; build it with add_head(backbone, head)")
+    config = peft.LoraConfig(
+        r=rank,
+        lora_alpha=peft_helpers.lora_alpha(rank, alpha),
+        lora_dropout=0.0,
+        target_modules=list(layers),
+        bias="none",
+        modules_to_save=["head"],
     )
     return peft.get_peft_model(model, config)
 
