@@ -132,6 +132,7 @@ def run_one(notebook: Path, profile: str, threads: int | None, out_dir: Path) ->
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             env[name] = str(threads)
         env["TF_NUM_INTEROP_THREADS"] = "1"
+    ran = fingerprint(notebook)  # before the run: a notebook or helper edited while it runs makes the entry stale
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, __file__, "--execute", str(notebook), str(executed)],
@@ -143,7 +144,7 @@ def run_one(notebook: Path, profile: str, threads: int | None, out_dir: Path) ->
     seconds = time.perf_counter() - started
     claims = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
     entry = {
-        "fingerprint": fingerprint(notebook),
+        "fingerprint": ran,
         "profile": profile,
         "device": _device(),
         "threads": threads,
@@ -173,7 +174,8 @@ def execute(notebook: Path, executed: Path) -> None:
     from jupyter_cache.executors.utils import single_nb_execution
 
     nb = nbformat.read(notebook, as_version=4)
-    result = single_nb_execution(nb, cwd=str(notebook.parent), timeout=1200, allow_errors=False, meta_override=True)
+    timeout = int(os.environ.get("BOOK_CELL_TIMEOUT", "1200"))  # seconds per cell; raise it on a shared machine
+    result = single_nb_execution(nb, cwd=str(notebook.parent), timeout=timeout, allow_errors=False, meta_override=True)
     nbformat.write(nb, executed)
     if result.err is not None:
         print(result.exc_string, file=sys.stderr)
