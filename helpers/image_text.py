@@ -54,6 +54,21 @@ PROMPT_TEMPLATES = (
     "this is a {}.",
     "a grayscale snapshot of a {}.",
 )
+# The same classes described by attributes, so that two held-out classes are made of words the seen classes' captions
+# use: "a top with long sleeves and no collar" (pullover) from the t-shirt's and the shirt's words, "a low closed
+# shoe" (sneaker) from the sandal's and the ankle boot's. The bag keeps its name: no seen class shares its words.
+ATTRIBUTE_NAMES = (
+    "top with short sleeves and no collar",
+    "pair of trousers",
+    "top with long sleeves and no collar",
+    "dress",
+    "coat with long sleeves",
+    "low open shoe",
+    "top with long sleeves and a collar",
+    "low closed shoe",
+    "bag",
+    "high closed shoe",
+)
 SLOT = "{}"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: the inverse temperature exp(logit_scale) never exceeds 100
 INITIAL_TEMPERATURE = 0.07  # CLIP's initial temperature
@@ -198,6 +213,12 @@ def info_nce(image_embeddings, text_embeddings, logit_scale: float) -> float:
     return float((image_to_text + text_to_image) / 2)
 
 
+def new_words(names, seen, unseen) -> dict[str, list[str]]:
+    """For each class in `unseen`, the words of its name that no name of a class in `seen` contains."""
+    seen_words = {w for c in seen for w in names[c].split()}
+    return {names[c]: [w for w in names[c].split() if w not in seen_words] for c in unseen}
+
+
 def check_k(k, num_items: int) -> int:
     """A cut-off k in 1..num_items."""
     k = checks.count("k", k)
@@ -278,6 +299,31 @@ def check_pairs(image_features, text_features, image_dim: int, text_dim: int) ->
             f"{len(text_features)} captions; index the caption features with pair_captions' rows"
         )
     return image_features, text_features
+
+
+def check_rows(rows, num_texts: int) -> np.ndarray:
+    """Rows of texts in a model's table of texts (integers in 0..num_texts - 1), as int64."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or len(rows) == 0 or rows.dtype.kind not in "iu" or rows.min() < 0 or rows.max() >= num_texts:
+        raise ValueError(
+            f"text rows must be a 1-D integer array of rows in the model's {num_texts} texts (0..{num_texts - 1}), "
+            f"got {rows.dtype} {rows.shape}; a LiT model takes the row of each caption, not its features"
+        )
+    return rows.astype(np.int64)
+
+
+def check_states(states) -> tuple[np.ndarray, np.ndarray]:
+    """The locked text layers' output from text_states: {'hidden': (N, T, width) float, 'mask': (N, T) 0/1}."""
+    if not isinstance(states, dict) or set(states) != {"hidden", "mask"}:
+        raise ValueError("states must be the dict {'hidden', 'mask'} that book.text_states returns")
+    hidden, mask = np.asarray(states["hidden"], np.float32), np.asarray(states["mask"])
+    shapes_ok = hidden.ndim == 3 and mask.shape == hidden.shape[:2]
+    if not shapes_ok or not np.isin(mask, (0, 1)).all() or (mask.sum(1) == 0).any():
+        raise ValueError(
+            f"states must hold hidden (N, T, width) and a 0/1 mask (N, T) with a token in every row, got "
+            f"{hidden.shape} and {mask.shape}"
+        )
+    return hidden, mask.astype(np.int64)
 
 
 def check_features(features, dim: int, what: str) -> np.ndarray:

@@ -191,3 +191,64 @@ def test_both_frameworks_refuse_the_same_bad_input(framework):
             call()
     with pytest.raises(ValueError, match="one matching pair per row"):
         framework_loss(framework, IMAGES, TEXTS[:4], 1.0)
+
+
+LIT_TEXTS = ["a photo of a low open shoe.", "a high closed shoe.", "this is a bag.", "a top with long sleeves."]
+
+
+@pytest.fixture(scope="module")
+def lit_setup():
+    """Both frameworks' MiniLM, the states below their top layer for LIT_TEXTS, and sentence embeddings."""
+    out = {}
+    for name, book in FRAMEWORKS.items():
+        encoder = book.text_encoder()
+        tokens = book.tokenize(LIT_TEXTS, 12)
+        out[name] = (
+            encoder,
+            book.text_states(encoder, tokens, num_layers=1),
+            book.sentence_embeddings(encoder, tokens),
+        )
+    return out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_lit_heads_start_as_the_locked_heads_and_train_only_their_own_copy(framework, lit_setup):
+    book = FRAMEWORKS[framework]
+    encoder, states, sentences = lit_setup[framework]
+    book.seed(0)
+    locked = book.contrastive_heads(5, sentences.shape[1], 4)
+    book.seed(0)
+    lit = book.lit_heads(encoder, states, 5, num_layers=1, embed_dim=4)
+    rows = np.array([3, 0, 2, 1, 0])
+    np.testing.assert_allclose(book.embed_texts(lit, rows), book.embed_texts(locked, sentences[rows]), atol=1e-5)
+    before = book.sentence_embeddings(encoder, book.tokenize(LIT_TEXTS, 12))
+    images = RNG.normal(size=(8, 5)).astype(np.float32)
+    book.fit_contrastive(lit, images, np.array([0, 1, 2, 3, 0, 1, 2, 3]), epochs=2, lr=1e-3, batch_size=4)
+    np.testing.assert_allclose(book.sentence_embeddings(encoder, book.tokenize(LIT_TEXTS, 12)), before, atol=1e-6)
+    moved = np.abs(book.embed_texts(lit, np.arange(4)) - book.embed_texts(locked, sentences)).max()
+    assert moved > 1e-3  # the copied top layer and the projection trained, the encoder itself did not
+    with pytest.raises(ValueError, match="text rows must be a 1-D integer array"):
+        book.fit_contrastive(lit, images, np.arange(8))
+
+
+def test_both_frameworks_train_the_same_lit_model(lit_setup):
+    rng = np.random.default_rng(5)
+    rows = np.arange(12) % 4
+    images = (rng.normal(size=(4, 5))[rows] + 0.1 * rng.normal(size=(12, 5))).astype(np.float32)  # one cluster a text
+    ht.seed(0)
+    torch_model = ht.lit_heads(lit_setup["torch"][0], lit_setup["torch"][1], 5, embed_dim=4)
+    keras_model = hk.lit_heads(lit_setup["keras"][0], lit_setup["keras"][1], 5, embed_dim=4)
+    _copy_torch_weights_into_keras(torch_model, keras_model)
+    arguments = {"epochs": 3, "lr": 1e-3, "batch_size": 4, "seed": 1}
+    torch_history = ht.fit_contrastive(torch_model, images, rows, **arguments)
+    keras_history = hk.fit_contrastive(keras_model, images, rows, **arguments)
+    # the two MiniLM ports agree to about 1e-6; training a transformer layer at this rate lets that grow a little
+    np.testing.assert_allclose(torch_history["loss"], keras_history["loss"], rtol=5e-3)
+    assert torch_history["loss"][-1] < torch_history["loss"][0]
+    np.testing.assert_allclose(ht.embed_texts(torch_model, rows), hk.embed_texts(keras_model, rows), atol=1e-2)
+
+
+def test_attribute_names_build_two_held_out_classes_from_seen_words():
+    new = image_text.new_words(image_text.ATTRIBUTE_NAMES, image_text.SEEN_CLASSES, image_text.UNSEEN_CLASSES)
+    assert new == {"top with long sleeves and no collar": [], "low closed shoe": [], "bag": ["bag"]}
+    assert len(set(image_text.ATTRIBUTE_NAMES)) == len(image_text.CAPTION_NAMES)

@@ -8,6 +8,7 @@ the book's MobileNetV2 (models) and MiniLM (language); their features are comput
 from __future__ import annotations
 
 import collections
+import copy
 import math
 import time
 
@@ -15,10 +16,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import checks, image_text, tuning
+from helpers import checks, image_text, text, tuning
 from helpers.torch.models import Model, device
+from helpers.torch.text_classification import _text_backbone, _token_tensors, encoder_layers
 
-__all__ = ["contrastive_loss", "contrastive_heads", "fit_contrastive", "embed_images", "embed_texts", "temperature_of"]
+__all__ = [
+    "contrastive_loss",
+    "contrastive_heads",
+    "text_states",
+    "lit_heads",
+    "fit_contrastive",
+    "embed_images",
+    "embed_texts",
+    "temperature_of",
+]
 
 
 def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
@@ -42,6 +53,8 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
 class ContrastiveHeads(nn.Module):
     """Two linear projections into one shared space and a learnable log inverse temperature (CLIP's logit_scale)."""
 
+    takes_rows = False  # its text input: frozen text features per pair
+
     def __init__(self, image_dim: int, text_dim: int, embed_dim: int, temperature: float):
         super().__init__()
         self.image_projection = nn.Linear(image_dim, embed_dim, bias=False)
@@ -60,6 +73,69 @@ def contrastive_heads(image_dim, text_dim, embed_dim=64, temperature=image_text.
     return ContrastiveHeads(*image_text.check_dims(image_dim, text_dim, embed_dim, temperature))
 
 
+def text_states(encoder, tokens, num_layers=1, batch_size=64) -> dict:
+    """What the locked lower layers of a text encoder give the top `num_layers` transformer layers, computed once:
+    {'hidden': (N, T, width) float32, 'mask': (N, T) attention mask} for tokenized texts."""
+    layers = encoder_layers(encoder)
+    num_layers = checks.up_to("num_layers", num_layers, len(layers) - 1)
+    tokens, batch_size = text.check_tokens(tokens), checks.count("batch_size", batch_size)
+    backbone = _text_backbone(encoder).eval()
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(tokens["input_ids"]), batch_size):
+            batch = _token_tensors(tokens, slice(start, start + batch_size))
+            parts.append(backbone(**batch, output_hidden_states=True).hidden_states[-1 - num_layers].numpy())
+    return {"hidden": np.concatenate(parts).astype(np.float32), "mask": np.asarray(tokens["attention_mask"], np.int64)}
+
+
+class LiTHeads(ContrastiveHeads):
+    """LiT's text side on top of locked image features: trainable copies of a text encoder's top transformer layers
+    over the locked lower layers' states, mean-pooled and L2-normalised, then projected. Text input: row ids."""
+
+    takes_rows = True  # its text input: the row of each text in its states
+
+    def __init__(self, layers, states, image_dim: int, embed_dim: int, temperature: float):
+        hidden, mask = image_text.check_states(states)
+        super().__init__(image_dim, hidden.shape[2], embed_dim, temperature)
+        self.top = nn.ModuleList(copy.deepcopy(layer) for layer in layers)
+        self.top.requires_grad_(True)
+        self.register_buffer("hidden", torch.from_numpy(hidden), persistent=False)
+        self.register_buffer("mask", torch.from_numpy(mask), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.top.eval()  # no dropout in the unlocked layers: the same computation as the Keras twin
+        return self
+
+    def text_features(self, rows):
+        """Mean-pooled, L2-normalised output of the top layers for texts `rows`, each distinct text encoded once."""
+        distinct, inverse = torch.unique(rows, return_inverse=True)
+        hidden, mask = self.hidden[distinct], self.mask[distinct]
+        additive = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in self.top:
+            hidden = layer(hidden, additive)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1)  # sentence_embeddings' mean pooling
+        return nn.functional.normalize(pooled, dim=1)[inverse]
+
+    def forward(self, image_features, text_rows):
+        return self.image_projection(image_features), self.text_projection(self.text_features(text_rows))
+
+
+def lit_heads(
+    encoder, states, image_dim, num_layers=1, embed_dim=64, temperature=image_text.INITIAL_TEMPERATURE
+) -> Model:
+    """LiT (locked image, text tuned): a projection of locked image features, and on the text side trainable copies
+    of the encoder's top `num_layers` transformer layers over `states` (text_states with the same num_layers),
+    pooled as sentence_embeddings and projected. Its text input is the row of each text in `states`; at the start it
+    embeds like contrastive_heads on sentence_embeddings with the same seed."""
+    layers = encoder_layers(encoder)
+    num_layers = checks.up_to("num_layers", num_layers, len(layers) - 1)
+    image_dim, _, embed_dim, temperature = image_text.check_dims(image_dim, 1, embed_dim, temperature)
+    return LiTHeads(layers[len(layers) - num_layers :], states, image_dim, embed_dim, temperature)
+
+
 def _check_heads(model) -> ContrastiveHeads:
     if not isinstance(model, ContrastiveHeads):
         raise ValueError(f"expected the model from book.contrastive_heads, got {type(model).__name__}")
@@ -70,18 +146,30 @@ def _dims(model: ContrastiveHeads) -> tuple[int, int]:
     return model.image_projection.in_features, model.text_projection.in_features
 
 
+def _check_inputs(model, image_features, text_input) -> tuple[np.ndarray, np.ndarray]:
+    """Image features and, per pair, text features (contrastive_heads) or text rows (lit_heads)."""
+    if not isinstance(model, LiTHeads):
+        return image_text.check_pairs(image_features, text_input, *_dims(model))
+    images = image_text.check_features(image_features, _dims(model)[0], "image features")
+    rows = image_text.check_rows(text_input, len(model.hidden))
+    if len(images) != len(rows):
+        raise ValueError(f"image features and text rows must pair row by row, got {len(images)} and {len(rows)}")
+    return images, rows
+
+
 def fit_contrastive(
     model, image_features, text_features, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=64, seed=0, verbose=False
 ) -> dict:
     """Train the projections and the temperature on matching (image, caption) feature rows with contrastive_loss
-    and Adam; weight_decay > 0 makes it AdamW, decaying the projections but not the temperature. Each epoch is
+    and Adam (a lit_heads model takes caption rows and trains its top text layers too); weight_decay > 0 makes it
+    AdamW, decaying all but the temperature. Each epoch is
     ceil(N / batch_size) batches in the order tuning.batch_order(N, batch_size, steps, seed) gives.
     Returns {'loss', 'temperature', 'epoch_seconds'}, one entry per epoch."""
     model = _check_heads(model)
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     weight_decay = image_text.check_weight_decay(weight_decay)
-    images, texts = image_text.check_pairs(image_features, text_features, *_dims(model))
+    images, texts = _check_inputs(model, image_features, text_features)
     dev = torch.device(device())
     model.to(dev).train()
     images, texts = torch.from_numpy(images).to(dev), torch.from_numpy(texts).to(dev)
@@ -127,8 +215,17 @@ def embed_images(model, image_features, batch_size=256) -> np.ndarray:
 
 
 def embed_texts(model, text_features, batch_size=256) -> np.ndarray:
-    """Unit-length embeddings (N, embed_dim) of frozen text features in the shared space."""
+    """Unit-length embeddings (N, embed_dim) of frozen text features (for lit_heads: text rows) in the shared space."""
     model, batch_size = _check_heads(model), checks.count("batch_size", batch_size)
+    if isinstance(model, LiTHeads):
+        rows = torch.from_numpy(image_text.check_rows(text_features, len(model.hidden)))
+        model.to(torch.device(device())).eval()
+        with torch.inference_mode():
+            parts = [
+                model.text_projection(model.text_features(rows[i : i + batch_size].to(model.hidden.device)))
+                for i in range(0, len(rows), batch_size)
+            ]
+        return nn.functional.normalize(torch.cat(parts), dim=1).cpu().numpy()
     features = image_text.check_features(text_features, _dims(model)[1], "text features")
     return _embed(model.text_projection, features, batch_size)
 
