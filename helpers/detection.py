@@ -21,6 +21,8 @@ __all__ = [
     "STRIDE",
     "SCENE_CLASSES",
     "COCO_CLASSES",
+    "NORMS",
+    "check_norm",
     "check_boxes",
     "make_scenes",
     "scene_input",
@@ -37,6 +39,11 @@ FEATURE_BLOCKS = 14  # MobileNetV2 blocks 0-13: stride 16, 96 channels (both fra
 HEAD_WIDTH = 64  # channels of the head's 3x3 convolution
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # RetinaNet's focal loss settings
 PRIOR = 0.01  # the class scores start near this probability (RetinaNet's prior: few cells hold an object)
+GROUPS = 8  # GroupNorm groups in a backbone trained from scratch (every MobileNetV2 width is a multiple of 8)
+
+# How the backbone normalises: BatchNorm frozen at the stored statistics (and its scale and shift fixed), BatchNorm
+# from the statistics of each training batch, or GroupNorm (Wu & He 2018), which needs no batch statistics
+NORMS = ("frozen", "batch", "group")
 
 # The constructed task: items of these classes pasted onto photo crops; (data set, label in that data set)
 SCENE_CLASSES = {
@@ -59,6 +66,18 @@ COCO_CLASSES = {i + 1: name.replace("_", " ") for i, name in enumerate(_COCO_NAM
 
 
 # ----------------------------------------------------------------------------- checks
+
+
+def check_norm(weights, norm) -> str:
+    """The backbone's normalisation: `norm` if it is one of NORMS and fits the weights, else one ValueError; None
+    means 'frozen' for ImageNet weights (what detection libraries do) and 'group' for random ones (He et al. 2019)."""
+    if norm is None:
+        return "frozen" if weights else "group"
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS} or None, got {norm!r}")
+    if norm == "frozen" and not weights:
+        raise ValueError("norm='frozen' keeps learned BatchNorm statistics; a random backbone has none (use 'batch')")
+    return norm
 
 
 def check_boxes(boxes, labels, image_size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,20 +251,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
-def decode(maps: np.ndarray, image_size: int, min_score: float = 0.05, max_detections: int = 100) -> list[dict]:
+def decode(
+    maps: np.ndarray, image_size: int, min_score: float = 0.05, max_detections: int = 100, peaks: bool = True
+) -> list[dict]:
     """Detections from the detector's output maps (N, G, G, num_classes + 4): for each image, the cells whose class
-    score is the largest of its 3x3 neighbourhood and at least `min_score` (a peak filter in place of non-maximum
-    suppression), at most `max_detections`, as {"boxes" (K, 4) pixels, "scores" (K,), "labels" (K,)}."""
+    score is at least `min_score` and (with `peaks`) the largest of its 3x3 neighbourhood (a peak filter in place of
+    non-maximum suppression), at most `max_detections`, as {"boxes" (K, 4) pixels, "scores" (K,), "labels" (K,)}.
+    With peaks=False every cell above `min_score` is kept, duplicates included: input for non-maximum suppression."""
     maps = np.asarray(maps, dtype=np.float32)
     num_classes = maps.shape[-1] - 4
     scores = _sigmoid(maps[..., :num_classes])
     padded = np.pad(scores, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
     grid_h, grid_w = scores.shape[1:3]
     neighbours = np.stack([padded[:, i : i + grid_h, j : j + grid_w] for i in range(3) for j in range(3)])
-    peaks = (scores >= neighbours.max(0)) & (scores >= min_score)
+    kept = (scores >= neighbours.max(0)) & (scores >= min_score) if peaks else scores >= min_score
     found = []
     for n in range(len(maps)):
-        gy, gx, label = np.nonzero(peaks[n])
+        gy, gx, label = np.nonzero(kept[n])
         order = np.argsort(-scores[n, gy, gx, label], kind="stable")[:max_detections]
         gy, gx, label = gy[order], gx[order], label[order]
         dx, dy, lw, lh = np.moveaxis(maps[n, gy, gx, num_classes:], -1, 0)

@@ -7,10 +7,12 @@ the same detections as a TF graph (Keras) and as ONNX (PyTorch)."""
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import FrozenBatchNorm2d
 
 from helpers import detection
 from helpers import keras as hk  # conftest.py has imported torch first, as it must be
 from helpers import torch as ht
+from helpers.keras.mobilenet_port import leaf_layers
 
 FRAMEWORKS = {"torch": ht, "keras": hk}
 SIZE = 64  # scene side in the tests: a 4 x 4 output grid
@@ -145,3 +147,40 @@ def test_the_coco_detector_finds_the_same_objects_in_tensorflow_and_onnx():
         assert np.array_equal(a["labels"], b["labels"])
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
         np.testing.assert_allclose(a["boxes"], b["boxes"], atol=0.5)  # pixels
+
+
+def test_check_norm_defaults_and_refusals():
+    assert detection.check_norm("imagenet", None) == "frozen" and detection.check_norm(None, None) == "group"
+    with pytest.raises(ValueError, match="random backbone"):
+        detection.check_norm(None, "frozen")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        detection.check_norm("imagenet", "layer")
+
+
+def test_frozen_batchnorm_stays_put_and_groupnorm_replaces_it(scenes):
+    """Training moves the convolutions but not the frozen BatchNorm statistics or scale (both frameworks); a random
+    backbone gets GroupNorm and no BatchNorm at all."""
+    x = detection.scene_input(scenes["images"])
+    args = (x, scenes["boxes"], scenes["labels"])
+    ht.seed(0)
+    model = ht.detection_model(4)
+    norms = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    before = [b.clone() for m in norms for b in m.buffers()]
+    conv = model.features[0][0].weight.detach().clone()
+    ht.train_detector(model, *args, steps=2, batch_size=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, [b for m in norms for b in m.buffers()]))
+    assert norms and not torch.equal(conv, model.features[0][0].weight)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    random = ht.detection_model(4, weights=None)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in random.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in random.modules())
+
+    hk.seed(0)
+    keras_model = hk.detection_model(4)
+    bn = [layer for layer in leaf_layers(keras_model) if type(layer).__name__ == "BatchNormalization"]
+    before = [w.numpy() for layer in bn for w in layer.weights]
+    hk.train_detector(keras_model, *args, steps=2, batch_size=4)
+    after = [w.numpy() for layer in bn for w in layer.weights]
+    assert bn and all(np.array_equal(a, b) for a, b in zip(before, after))
+    names = {type(layer).__name__ for layer in leaf_layers(hk.detection_model(4, weights=None))}
+    assert "BatchNormalization" not in names and "_GroupNorm" in names

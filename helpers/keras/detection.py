@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from helpers import checks, registry, tuning
+from helpers import checks, config, registry, tuning
 from helpers import detection as neutral
-from helpers.keras.core import compiled
 from helpers.keras.models import Model, blocks, pretrained_backbone
 
 __all__ = [
@@ -65,14 +64,49 @@ def detect_coco(detector, images, min_score=0.5) -> list[dict]:
     return found
 
 
-def detection_model(num_classes, weights="imagenet") -> Model:
+class _Detector(keras.Model):
+    """The book's detector as a Keras model that `fit` trains: `compute_loss` is `detection_loss`."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return detection_loss(y_pred, y)
+
+
+class _GroupNorm(keras.layers.GroupNormalization):
+    """GroupNorm that takes (and ignores) the `mask` argument with which the graph calls the BatchNorm it replaces."""
+
+    def call(self, inputs, mask=None):
+        return super().call(inputs)
+
+
+def _renormalise(block: keras.Model, norm: str) -> keras.Model:
+    """Freeze every BatchNorm of `block` ('frozen': inference mode, statistics, scale and shift fixed), or rebuild
+    the block with GroupNorm in their place ('group', fresh weights); 'batch' leaves it as it is."""
+    if norm == "frozen":
+        for layer in block.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    if norm != "group":
+        return block
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return _GroupNorm(neutral.GROUPS, epsilon=1e-5, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(block, clone_function=clone)
+
+
+def detection_model(num_classes, weights="imagenet", norm=None) -> Model:
     """The book's one-stage detector: MobileNetV2 blocks 0-13 (ImageNet weights, or None for random ones) and a
-    head (3x3 conv, ReLU, 1x1 conv) giving per cell `num_classes` class logits and 4 box numbers."""
+    head (3x3 conv, ReLU, 1x1 conv) giving per cell `num_classes` class logits and 4 box numbers. `norm` (see
+    `detection.check_norm`): 'frozen' BatchNorm (the default with ImageNet weights), 'batch' or 'group' (the
+    default with random weights)."""
     num_classes = checks.count("num_classes", num_classes)
+    norm = neutral.check_norm(weights, norm)
     images = keras.Input((None, None, 3), name="images")
     x = images
     for block in blocks(pretrained_backbone("mobilenet_v2", weights=weights))[:FEATURE_BLOCKS]:
-        x = block(x)
+        x = _renormalise(block, norm)(x)
     init = {"kernel_initializer": keras.initializers.RandomNormal(stddev=0.01), "bias_initializer": "zeros"}
     x = keras.layers.Conv2D(HEAD_WIDTH, 3, padding="same", activation="relu", name="head_0", **init)(x)
     prior = -float(np.log((1 - neutral.PRIOR) / neutral.PRIOR))
@@ -80,7 +114,7 @@ def detection_model(num_classes, weights="imagenet") -> Model:
     outputs = keras.layers.Conv2D(
         num_classes + 4, 1, name="head_2", kernel_initializer=init["kernel_initializer"], bias_initializer=bias
     )(x)
-    return keras.Model(images, outputs, name="detector")
+    return _Detector(images, outputs, name="detector")
 
 
 def detection_loss(outputs, targets):
@@ -98,10 +132,23 @@ def detection_loss(outputs, targets):
     return (focal + box) / ops.maximum(ops.sum(centres), 1.0)
 
 
+class _StepLosses(keras.callbacks.Callback):
+    """The loss of every training step. `fit` logs the running mean of the epoch's losses, so the k-th step's own
+    loss is k * mean_k - (k - 1) * mean_(k-1)."""
+
+    def on_train_begin(self, logs=None):
+        self.losses, self._total = [], 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        total = (batch + 1) * float(logs["loss"])
+        self.losses.append(total - self._total)
+        self._total = total
+
+
 def train_detector(model, images, boxes, labels, steps=100, batch_size=16, lr=1e-3, seed=0) -> list[float]:
-    """Train every parameter of the detector with Adam on normalised scenes (N, S, S, 3) and their boxes and labels
-    (lists, one array per scene; checked by `detection.check_boxes`) for `steps` batches drawn by
-    `detection.batch_indices`; returns the loss of every step."""
+    """Train every trainable weight of the detector with Adam, by `compile` and `fit`, on normalised scenes
+    (N, S, S, 3) and their boxes and labels (lists, one array per scene; checked by `detection.check_boxes`) for
+    `steps` batches drawn by `detection.batch_indices`; returns the loss of every step."""
     steps, batch_size = checks.count("steps", steps), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     images = checks.inputs(images, (None, None, 3))
@@ -109,20 +156,14 @@ def train_detector(model, images, boxes, labels, steps=100, batch_size=16, lr=1e
         raise ValueError(f"one box array per image: {len(images)} images, {len(boxes)} box arrays")
     num_classes = model.get_layer("head_2").filters - 4
     targets = neutral.encode_targets(boxes, labels, images.shape[1], num_classes)
+    images, targets = tf.constant(images), tf.constant(targets)
+    batches = tf.data.Dataset.from_tensor_slices(np.stack(neutral.batch_indices(len(images), steps, batch_size, seed)))
+    batches = batches.map(lambda batch: (tf.gather(images, batch), tf.gather(targets, batch)))
     optimizer = keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
-
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = detection_loss(model(x, training=True), y)
-        grads = tape.gradient(loss, model.trainable_weights)
-        optimizer.apply_gradients(zip(grads, model.trainable_weights))
-        return loss
-
-    step = compiled(step, reduce_retracing=True)
-    losses = []
-    for batch in neutral.batch_indices(len(images), steps, batch_size, seed):
-        losses.append(float(step(tf.constant(images[batch]), tf.constant(targets[batch]))))
-    return losses
+    model.compile(optimizer=optimizer, run_eagerly=config.profile().keras_eager, jit_compile=False)
+    recorder = _StepLosses()
+    model.fit(batches, epochs=1, verbose=0, callbacks=[recorder], shuffle=False)
+    return recorder.losses
 
 
 def predict_maps(model, images, batch_size=32) -> np.ndarray:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from helpers import checks, registry, tuning
 from helpers import detection as neutral
@@ -81,12 +82,32 @@ class _Detector(nn.Module):
         return self.head(self.features(images)).permute(0, 2, 3, 1)
 
 
-def detection_model(num_classes, weights="imagenet") -> Model:
+def _frozen(batchnorm: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    """torchvision's FrozenBatchNorm2d with the layer's statistics, scale and shift: buffers, never trained."""
+    frozen = FrozenBatchNorm2d(batchnorm.num_features, eps=batchnorm.eps)
+    frozen.load_state_dict(batchnorm.state_dict())  # it drops num_batches_tracked itself
+    return frozen
+
+
+def _renormalise(features: nn.Module, norm: str) -> nn.Module:
+    """Replace every BatchNorm2d of `features` by a frozen copy ('frozen') or by GroupNorm ('group')."""
+    for module in list(features.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and norm != "batch":
+                new = _frozen(child) if norm == "frozen" else nn.GroupNorm(neutral.GROUPS, child.num_features)
+                setattr(module, name, new)
+    return features
+
+
+def detection_model(num_classes, weights="imagenet", norm=None) -> Model:
     """The book's one-stage detector: MobileNetV2 blocks 0-13 (ImageNet weights, or None for random ones) and a
-    head (3x3 conv, ReLU, 1x1 conv) giving per cell `num_classes` class logits and 4 box numbers."""
+    head (3x3 conv, ReLU, 1x1 conv) giving per cell `num_classes` class logits and 4 box numbers. `norm` (see
+    `detection.check_norm`): 'frozen' BatchNorm (the default with ImageNet weights), 'batch' or 'group' (the
+    default with random weights)."""
     num_classes = checks.count("num_classes", num_classes)
+    norm = neutral.check_norm(weights, norm)
     features = nn.Sequential(*blocks(pretrained_backbone("mobilenet_v2", weights=weights))[:FEATURE_BLOCKS])
-    return _Detector(features, num_classes)
+    return _Detector(_renormalise(features, norm), num_classes)
 
 
 def detection_loss(outputs, targets):
