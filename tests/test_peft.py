@@ -104,13 +104,19 @@ def _fill_lora_b(book, layer, value):
         layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, value, dtype="float32"))
 
 
-def test_adapter_file_round_trip_gives_the_same_predictions(book, tmp_path):
+def _lora_model_with_moved_b(book):
+    """Tokens, a rank-1 LoRA classifier whose B factors are nonzero (so the adapter changes the output), and its
+    predictions: what the adapter round-trip tests save and reload."""
     tokens = _tokens(book)
     book.seed(0)
     model = book.add_lora(book.pooled_text_classifier(2), rank=1)
     for layer in book.lora_targets(model).values():
         _fill_lora_b(book, layer, 0.03)
-    expected = book.predict_text(model, tokens)
+    return tokens, model, book.predict_text(model, tokens)
+
+
+def test_adapter_file_round_trip_gives_the_same_predictions(book, tmp_path):
+    tokens, model, expected = _lora_model_with_moved_b(book)
     path = book.save_adapter(model, tmp_path / "adapter.safetensors")
     assert path.stat().st_size < 4 * (_lora_params(book, 1) + HEAD_PARAMS) + 20_000, "only the trainable weights"
     book.seed(1)  # a different random head and A: loading must overwrite them
@@ -170,12 +176,7 @@ def _trainable_names(book, model) -> list:
 def test_load_adapter_matches_tensors_by_name_not_by_order(book, tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    tokens = _tokens(book)
-    book.seed(0)
-    model = book.add_lora(book.pooled_text_classifier(2), rank=1)
-    for layer in book.lora_targets(model).values():
-        _fill_lora_b(book, layer, 0.03)
-    expected = book.predict_text(model, tokens)
+    tokens, model, expected = _lora_model_with_moved_b(book)
     saved = load_file(str(book.save_adapter(model, tmp_path / "adapter.safetensors")))
     keys = list(saved)[::-1]  # another order, and in Keras other index prefixes: query and value factors trade places
     swapped = {f"{i:04d}:{k.split(':', 1)[1]}" if ":" in k else k: saved[k] for i, k in enumerate(keys)}
