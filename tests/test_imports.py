@@ -26,14 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # needs left torch/backbones.py, which imports models, for its own module).
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
-# (importer, module, private name): none left (issue 20 made the shared names public, mostly in each wing's core).
-# Chapter 20's LiT helpers (2026-12-07) reuse three private helpers of text_classification. Making them public
-# changes helpers the chapter-9 and chapter-20 ledger entries depend on, so it waits for their claims runs; only shrink.
-KNOWN_PRIVATE: set[tuple[str, str, str]] = {
-    ("helpers.keras.image_text", "helpers.keras.text_classification", "_int32"),
-    ("helpers.torch.image_text", "helpers.torch.text_classification", "_text_backbone"),
-    ("helpers.torch.image_text", "helpers.torch.text_classification", "_token_tensors"),
-}
+# (importer, module, private name): none left (issue 20 made the shared names public, mostly in each wing's core;
+# chapter 20's text-tower helpers use text_classification's text_backbone, token_arrays and token_tensors).
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 
 # Base layer -> the chapter modules it imports.
 KNOWN_BASE_TO_CHAPTER: dict[str, set[str]] = {}  # none left: training imports core, not chapters 3 and 16

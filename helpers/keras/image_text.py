@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from helpers import checks, config, image_text, text, tuning
 from helpers.keras.models import Model
-from helpers.keras.text_classification import _int32, backbone_inputs, encoder_layers, text_backbone
+from helpers.keras.text_classification import token_arrays, backbone_inputs, encoder_layers, text_backbone
 from helpers.keras.training import quiet_predict
 
 __all__ = [
@@ -122,7 +122,7 @@ def text_states(encoder, tokens, num_layers=1, batch_size=64) -> dict:
     {'hidden': (N, T, width) float32, 'mask': (N, T) attention mask} for tokenized texts."""
     tokens, batch_size = text.check_tokens(tokens), checks.count("batch_size", batch_size)
     lower, _ = _lower_layers(encoder, num_layers)
-    hidden = quiet_predict(lower, backbone_inputs(_int32(tokens)), batch_size)
+    hidden = quiet_predict(lower, backbone_inputs(token_arrays(tokens)), batch_size)
     return {"hidden": hidden.astype(np.float32), "mask": np.asarray(tokens["attention_mask"], np.int64)}
 
 

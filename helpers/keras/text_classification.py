@@ -126,7 +126,8 @@ def _embedder(backbone, normalize: bool):
     return cached[key]
 
 
-def _int32(tokens: dict) -> dict[str, np.ndarray]:
+def token_arrays(tokens: dict) -> dict[str, np.ndarray]:
+    """The model's three inputs as int32 arrays (keras-hub's BERT takes int32 token ids)."""
     return {k: np.asarray(tokens[k], dtype=np.int32) for k in text.TEXT_INPUTS}
 
 
@@ -135,20 +136,20 @@ def sentence_embeddings(model, tokens, batch_size=64, normalize=True) -> np.ndar
     batch_size = checks.count("batch_size", batch_size)
     tokens = text.check_tokens(tokens)
     embedder = _embedder(text_backbone(model), bool(normalize))
-    return quiet_predict(embedder, _int32(tokens), batch_size)
+    return quiet_predict(embedder, token_arrays(tokens), batch_size)
 
 
 def predict_text(model, tokens, batch_size=64) -> np.ndarray:
     """Class logits (N, classes) of a text classifier for tokenized texts."""
     batch_size = checks.count("batch_size", batch_size)
     tokens = text.check_tokens(tokens)
-    return quiet_predict(model, _int32(tokens), batch_size)
+    return quiet_predict(model, token_arrays(tokens), batch_size)
 
 
 def _check_text_data(model, data) -> tuple[dict, np.ndarray]:
     tokens, labels = checks.pair(data)
     tokens = text.check_tokens(tokens)
-    return _int32(tokens), checks.labels(labels, len(tokens["input_ids"]), int(model.outputs[0].shape[-1]))
+    return token_arrays(tokens), checks.labels(labels, len(tokens["input_ids"]), int(model.outputs[0].shape[-1]))
 
 
 class _WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):

@@ -18,7 +18,7 @@ from torch import nn
 
 from helpers import checks, image_text, text, tuning
 from helpers.torch.models import Model, device
-from helpers.torch.text_classification import _text_backbone, _token_tensors, encoder_layers
+from helpers.torch.text_classification import text_backbone, token_tensors, encoder_layers
 
 __all__ = [
     "contrastive_loss",
@@ -79,11 +79,11 @@ def text_states(encoder, tokens, num_layers=1, batch_size=64) -> dict:
     layers = encoder_layers(encoder)
     num_layers = checks.up_to("num_layers", num_layers, len(layers) - 1)
     tokens, batch_size = text.check_tokens(tokens), checks.count("batch_size", batch_size)
-    backbone = _text_backbone(encoder).eval()
+    backbone = text_backbone(encoder).eval()
     parts = []
     with torch.inference_mode():
         for start in range(0, len(tokens["input_ids"]), batch_size):
-            batch = _token_tensors(tokens, slice(start, start + batch_size))
+            batch = token_tensors(tokens, slice(start, start + batch_size))
             parts.append(backbone(**batch, output_hidden_states=True).hidden_states[-1 - num_layers].numpy())
     return {"hidden": np.concatenate(parts).astype(np.float32), "mask": np.asarray(tokens["attention_mask"], np.int64)}
 

@@ -66,14 +66,14 @@ def text_classifier(num_classes, dropout=0.1) -> Model:
     )
 
 
-def _text_backbone(model: nn.Module) -> Model:
+def text_backbone(model: nn.Module) -> Model:
     """The BERT encoder inside an encoder or a classifier."""
     return getattr(model, "bert", model)
 
 
 def encoder_layers(model) -> list:
     """The transformer layers of a text encoder or classifier, from input to output."""
-    backbone = _text_backbone(model)
+    backbone = text_backbone(model)
     if not hasattr(backbone, "encoder"):
         raise ValueError("model has no transformer layers; pass a model from text_encoder or text_classifier")
     return list(backbone.encoder.layer)
@@ -83,7 +83,7 @@ def train_top_layers(model, num_layers):
     """Freeze the embeddings and all but the top `num_layers` transformer layers; pooler and head stay trainable."""
     layers = encoder_layers(model)
     num_layers = checks.up_to("num_layers", num_layers, len(layers))
-    backbone = _text_backbone(model)
+    backbone = text_backbone(model)
     freeze(model)
     for module in layers[len(layers) - num_layers :]:
         unfreeze(module)
@@ -95,7 +95,8 @@ def train_top_layers(model, num_layers):
     return model
 
 
-def _token_tensors(tokens: dict, rows=slice(None), dev="cpu") -> dict[str, torch.Tensor]:
+def token_tensors(tokens: dict, rows=slice(None), dev="cpu") -> dict[str, torch.Tensor]:
+    """The model's three inputs for `rows`, as int64 tensors on `dev` (what transformers' BERT takes)."""
     return {k: torch.as_tensor(np.asarray(tokens[k][rows]), dtype=torch.long).to(dev) for k in text.TEXT_INPUTS}
 
 
@@ -104,11 +105,11 @@ def sentence_embeddings(model, tokens, batch_size=64, normalize=True) -> np.ndar
     batch_size = checks.count("batch_size", batch_size)
     tokens = text.check_tokens(tokens)
     dev = torch.device(device())
-    backbone = _text_backbone(model).to(dev).eval()
+    backbone = text_backbone(model).to(dev).eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(tokens["input_ids"]), batch_size):
-            batch = _token_tensors(tokens, slice(start, start + batch_size), dev)
+            batch = token_tensors(tokens, slice(start, start + batch_size), dev)
             hidden = backbone(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -125,7 +126,7 @@ def predict_text(model, tokens, batch_size=64) -> np.ndarray:
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(tokens["input_ids"]), batch_size):
-            outputs.append(model(**_token_tensors(tokens, slice(start, start + batch_size), dev)).logits.cpu().numpy())
+            outputs.append(model(**token_tensors(tokens, slice(start, start + batch_size), dev)).logits.cpu().numpy())
     return np.concatenate(outputs)
 
 
@@ -163,7 +164,7 @@ def fit_text(model, train, validation=None, epochs=1, lr=5e-5, batch_size=16, wa
             step_start = time.perf_counter()
             rows = order[first : first + batch_size]
             yb = torch.as_tensor(labels[rows], dtype=torch.long, device=dev)
-            logits = model(**_token_tensors(tokens, rows, dev)).logits
+            logits = model(**token_tensors(tokens, rows, dev)).logits
             loss = nn.functional.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
