@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from helpers import checks, config, image_text, text, tuning
 from helpers.keras.models import Model
-from helpers.keras.text_classification import token_arrays, backbone_inputs, encoder_layers, text_backbone
+from helpers.keras.text_classification import backbone_inputs, encoder_layers, text_backbone, token_arrays
 from helpers.keras.training import quiet_predict
 
 __all__ = [

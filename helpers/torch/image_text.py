@@ -18,7 +18,7 @@ from torch import nn
 
 from helpers import checks, image_text, text, tuning
 from helpers.torch.models import Model, device
-from helpers.torch.text_classification import text_backbone, token_tensors, encoder_layers
+from helpers.torch.text_classification import encoder_layers, text_backbone, token_tensors
 
 __all__ = [
     "contrastive_loss",
