@@ -47,3 +47,18 @@ def test_plots_return_figures():
     assert plots.plot_history({"run": history}).axes
     assert plots.plot_confusion([0, 1, 1], [0, 1, 0], ["x", "y"]).axes
     assert plots.show_images(np.zeros((3, 8, 8)), titles=["a", "b", "c"], ncols=2).axes
+
+
+def test_mean_spread_is_one_convention():
+    from helpers import stats
+
+    assert stats.mean_spread([0.5, 0.7]) == f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f} (n=2)"
+    assert stats.mean_spread([0.25]) == "0.250 (n=1)"  # never "± 0.000"
+    assert np.isnan(stats.sample_sd([0.25]))
+    for empty in ([], np.zeros((0,))):
+        try:
+            stats.mean_spread(empty)
+        except ValueError as error:
+            assert "at least one value" in str(error)
+        else:
+            raise AssertionError("an empty list must be refused")
