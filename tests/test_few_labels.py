@@ -236,20 +236,75 @@ def test_semi_supervised_task_is_balanced_and_repeats_from_its_seed():
     assert not flat(task["pool_x"]) & flat(task["val_x"])  # the validation images are not in the pool
 
 
-def test_fit_consistency_updates_batchnorm_once_per_step_on_the_mixed_batch():
-    """The labelled, weak and strong batches go through one forward pass, so BatchNorm's statistics move once a step."""
-    import torch
-    from torch import nn
+def test_fit_consistency_history_holds_each_steps_own_values(book):
+    """Per-step values, not running means: each mask rate is a whole number of unlabelled examples out of 24, and
+    each loss is that step's supervised term plus weight times its unsupervised term."""
+    x, y = _blobs(per_class=40, spread=0.5)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
+    book.seed(0)
+    history = book.fit_consistency(
+        book.new_head(8, 3),
+        (x[picked], y[picked]),
+        x[rest],
+        x[rest],
+        steps=40,
+        threshold=0.9,
+        weight=0.5,
+        ratio=3,
+        lr=0.05,
+        batch_size=8,
+        seed=0,
+    )
+    kept = np.array(history["mask_rate"]) * 24
+    assert len(kept) == 40 and 0 < kept.max() and np.allclose(kept, np.round(kept), atol=1e-4)
+    expected = np.array(history["supervised"]) + 0.5 * np.array(history["unsupervised"])
+    np.testing.assert_allclose(history["loss"], expected, rtol=1e-5)
 
+
+def test_fit_consistency_is_the_same_training_in_both_frameworks():
+    """From the same start, on the same batches, the PyTorch loop and Keras' fit reach the same head."""
+    from helpers import keras as hk
     from helpers import torch as ht
 
-    x, y = _blobs(per_class=20)
+    x, y = _blobs(per_class=40, spread=0.5)
     picked, rest = few_labels.labelled_split(y, 2, seed=0)
     ht.seed(0)
-    model = nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 3))
-    ht.fit_consistency(model, (x[picked], y[picked]), x[rest], x[rest], steps=5, batch_size=4, seed=0)
-    assert int(model[0].num_batches_tracked) == 5
-    assert torch.isfinite(model[0].running_mean).all()
+    torch_head, keras_head = ht.new_head(8, 3), hk.new_head(8, 3)
+    linear = torch_head[-1]
+    keras_head.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
+    settings = dict(steps=30, threshold=0.9, lr=0.05, batch_size=8, seed=0)
+    histories = [
+        wing.fit_consistency(head, (x[picked], y[picked]), x[rest], x[rest] + 0.1, **settings)
+        for wing, head in ((ht, torch_head), (hk, keras_head))
+    ]
+    np.testing.assert_allclose(histories[0]["mask_rate"], histories[1]["mask_rate"])
+    np.testing.assert_allclose(ht.predict(torch_head, x), hk.predict(keras_head, x), atol=1e-3)
+    assert max(histories[0]["mask_rate"]) > 0  # the unlabelled term took part
+
+
+def test_fit_consistency_updates_batchnorm_once_per_step_on_the_mixed_batch(book):
+    """The labelled, weak and strong batches go through one forward pass: after one step, BatchNorm's running mean
+    has moved once, toward the mean of the three batches together (three passes would give another value)."""
+    x, y = _blobs(per_class=20)
+    picked, rest = few_labels.labelled_split(y, 2, seed=0)
+    strong = x[rest] + 1.0
+    book.seed(0)
+    if book.__name__ == "helpers.torch":
+        from torch import nn
+
+        model, rate = nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 3)), 0.1
+        running_mean = lambda: model[0].running_mean.numpy()
+    else:
+        import keras
+
+        model = keras.Sequential([keras.Input((8,)), keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+        rate, running_mean = 0.01, lambda: model.layers[0].moving_mean.numpy()
+    book.fit_consistency(model, (x[picked], y[picked]), x[rest], strong, steps=1, batch_size=4, seed=0)
+    batch = next(few_labels.consistency_batches(x[picked], y[picked], x[rest], strong[None], 1, 3, 4, 0))
+    mixed = np.concatenate([batch[0], batch[2], batch[3]])
+    np.testing.assert_allclose(running_mean(), rate * mixed.mean(0), rtol=1e-4, atol=1e-5)
+    if book.__name__ == "helpers.torch":
+        assert int(model[0].num_batches_tracked) == 1
 
 
 def test_strong_augment_cutout_can_reach_the_last_row_and_column():

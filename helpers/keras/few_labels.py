@@ -2,8 +2,9 @@
 
 Mirrors the module of the same name in the other framework package (tests/test_parity.py). The rounds of
 self-training and co-training are written once, framework-neutral, in `helpers.few_labels`; this module gives them
-Keras' training and prediction, and writes FixMatch's consistency loss and training step with keras.ops and a
-tf.GradientTape.
+Keras' training and prediction. FixMatch is written in Keras' idiom: a `keras.Model` subclass whose `train_step`
+takes a batch {'labelled', 'labels', 'weak', 'strong'}, trained by `compile` and `fit` on a tf.data pipeline, with a
+callback that records every step's logs (keras.io's "AdaMatch" example trains its semi-supervised model the same way).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from helpers import few_labels
-from helpers.keras.core import compiled, input_shape
-from helpers.keras.models import Model
+from helpers import config, few_labels
+from helpers.keras.core import input_shape
 from helpers.keras.training import OPTIMIZERS, fit, predict
 
 __all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
+
+HISTORY = ("loss", "supervised", "unsupervised", "mask_rate")  # what fit_consistency records per step
 
 
 # fit_steps, pseudo_labels, self_train and co_train need no framework beyond this wing's fit and predict: they are
@@ -36,27 +38,62 @@ def consistency_loss(logits_weak, logits_strong, threshold=0.95) -> tuple:
     return keras.ops.mean(per_example * mask), mask
 
 
-def _consistency_step(model: Model, optimizer, threshold: float, weight: float):
-    """One FixMatch step under a tf.GradientTape (a graph, or eager in the smoke profile like `fit`)."""
+class _FixMatch(keras.Model):
+    """A classifier trained FixMatch's way by `fit`: `train_step` takes a batch {'labelled', 'labels', 'weak',
+    'strong'} and returns that step's loss, supervised, unsupervised and mask_rate (not running means: fit's
+    History keeps the last step's, a callback sees every step's). Calling it calls the classifier."""
 
-    def step(xb, yb, weak_b, strong_b):
-        n_lab, n_unl = keras.ops.shape(xb)[0], keras.ops.shape(weak_b)[0]
+    def __init__(self, classifier, threshold: float, weight: float, **kwargs):
+        super().__init__(name="fixmatch", **kwargs)
+        self.classifier, self.threshold, self.weight = classifier, threshold, weight
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    def train_step(self, data):
+        n_lab, n_unl = keras.ops.shape(data["labelled"])[0], keras.ops.shape(data["weak"])[0]
         with tf.GradientTape() as tape:
             # one forward pass on the three batches together, as FixMatch implementations do (one BatchNorm update)
-            logits = model(keras.ops.concatenate([xb, weak_b, strong_b], axis=0), training=True)
+            inputs = keras.ops.concatenate([data["labelled"], data["weak"], data["strong"]], axis=0)
+            logits = self(inputs, training=True)
             logits_lab, logits_weak, logits_strong = (
                 logits[:n_lab],
                 logits[n_lab : n_lab + n_unl],
                 logits[n_lab + n_unl :],
             )
-            supervised = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yb, logits_lab, from_logits=True))
-            unsupervised, mask = consistency_loss(logits_weak, logits_strong, threshold)  # stops the weak gradient
-            loss = supervised + weight * unsupervised
-        gradients = tape.gradient(loss, model.trainable_weights)
-        optimizer.apply_gradients(zip(gradients, model.trainable_weights))
-        return loss, supervised, unsupervised, keras.ops.mean(mask)
+            per_example = keras.losses.sparse_categorical_crossentropy(data["labels"], logits_lab, from_logits=True)
+            supervised = keras.ops.mean(per_example)
+            unsupervised, mask = consistency_loss(logits_weak, logits_strong, self.threshold)  # stops the weak gradient
+            loss = supervised + self.weight * unsupervised
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return dict(zip(HISTORY, (loss, supervised, unsupervised, keras.ops.mean(mask))))
 
-    return compiled(step)
+
+class _StepLogs(keras.callbacks.Callback):
+    """Record the logs of every training step: with _FixMatch's train_step, each step's own values."""
+
+    def __init__(self, keys):
+        super().__init__()
+        self.history = {key: [] for key in keys}
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, values in self.history.items():
+            values.append(float(logs[key]))
+
+
+def _consistency_dataset(x, y, weak, strong, steps, ratio, batch_size, seed) -> tf.data.Dataset:
+    """few_labels.consistency_batches as a tf.data pipeline of dicts, in the order the other wing draws them."""
+
+    def batches():
+        drawn = few_labels.consistency_batches(x, y, weak, strong, steps, ratio, batch_size, seed)
+        for xb, yb, weak_b, strong_b in drawn:
+            yield {"labelled": xb, "labels": yb, "weak": weak_b, "strong": strong_b}
+
+    spec = lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype))
+    signature = {"labelled": spec(x), "labels": spec(y), "weak": spec(weak), "strong": spec(strong[0])}
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps))  # fit then knows it holds `steps` batches
 
 
 def fit_consistency(
@@ -65,18 +102,27 @@ def fit_consistency(
     """FixMatch-style training: each step, cross-entropy on `batch_size` labelled examples plus `weight` times
     consistency_loss on `ratio * batch_size` unlabelled examples (their weak view and one of their strong views,
     `strong` shaped like `weak` or (views, *weak.shape)). Adam; examples drawn with replacement from `seed`. The
-    labelled, weak and strong batches go through the model in one train-mode forward pass (concatenated). Each call
-    compiles a fresh step function (one trace per call).
-    History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold)."""
+    labelled, weak and strong batches go through the model in one train-mode forward pass (concatenated).
+    History per step: loss, supervised, unsupervised, mask_rate (share of unlabelled examples above threshold).
+
+    Keras' idiom, bent to match the PyTorch wing: `model` is wrapped in a keras.Model subclass whose train_step is
+    one FixMatch step, compiled with Adam and fitted for one pass over a tf.data pipeline of exactly `steps` batches
+    that NumPy draws with replacement (the other wing's batches, not tf.data's shuffling); a callback records each
+    step's logs, and the dict of lists is returned instead of a keras History. Each call compiles (and traces) a
+    fresh train function: one trace per call."""
     x, y, weak, strong = few_labels.consistency_data(input_shape(model), labelled, weak, strong)
     steps, threshold, ratio, batch_size = few_labels.consistency_options(
         steps, threshold, weight, ratio, lr, batch_size
     )
-    optimizer = OPTIMIZERS["adam"](learning_rate=lr)
-    step = _consistency_step(model, optimizer, threshold, float(weight))
-    history = {"loss": [], "supervised": [], "unsupervised": [], "mask_rate": []}
-    for batch in few_labels.consistency_batches(x, y, weak, strong, steps, ratio, batch_size, seed):
-        values = step(*batch)
-        for key, value in zip(history, values):
-            history[key].append(float(value))
-    return history
+    fixmatch = _FixMatch(model, threshold, float(weight))
+    fixmatch.compile(
+        optimizer=OPTIMIZERS["adam"](learning_rate=lr), run_eagerly=config.profile().keras_eager, jit_compile=False
+    )
+    recorder = _StepLogs(HISTORY)
+    fixmatch.fit(
+        _consistency_dataset(x, y, weak, strong, steps, ratio, batch_size, seed),
+        shuffle=False,  # the batches are drawn already
+        verbose=0,
+        callbacks=[recorder],
+    )
+    return recorder.history
