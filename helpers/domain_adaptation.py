@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from helpers import checks, data, registry
+from helpers.stats import mean_spread  # noqa: F401  (re-exported: the book's one "±" convention)
 
 SOURCE = "mnist"
 TARGETS = ("mnist_m", "optdigits", "syndigits")
@@ -269,10 +270,3 @@ def domain_classifier_accuracy(source_features: np.ndarray, target_features: np.
 def history_line(history: dict) -> str:
     """The last epoch's losses of a fit_adapted history, for verbose runs."""
     return "  ".join(f"{key} {history[key][-1]:.4f}" for key in ("loss", "cross_entropy", "alignment"))
-
-
-def mean_spread(values) -> str:
-    """'mean ± standard deviation' of repeated runs (the spread is 0 for a single run)."""
-    values = np.asarray(values, dtype=np.float64)
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {spread:.3f}"

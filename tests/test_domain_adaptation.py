@@ -6,7 +6,7 @@ import torch
 
 import helpers.torch as torch_half
 from conftest import keras_half
-from helpers import domain_adaptation
+from helpers import domain_adaptation, tuning
 
 tf = keras_half.models.tf
 BOTH = [torch_half, keras_half]
@@ -129,3 +129,46 @@ def test_backbone_features_are_the_pooled_width(book):
     book.seed(0)
     model = book.small_cnn(10, channels=3)
     assert book.backbone_features(model, _images(5)).shape == (5, 128)
+
+
+@pytest.mark.parametrize("method", ["coral", "dann"])
+def test_keras_fit_adapted_with_fit_equals_a_hand_written_gradient_tape_loop(method):
+    """The Keras helper trains an AlignedTraining model with compile/fit (DANN's weight set by a callback); from the
+    same start, a plain GradientTape loop over the same batches, with the ramp computed per step, ends at the same
+    weights."""
+    keras, da = keras_half.models.keras, keras_half.domain_adaptation
+    xs, ys, xt = _images(40), np.arange(40) % 10, _images(24, shift=0.4, seed=1)
+    epochs, batch, lr, seed = 2, 16, 3e-3, 5
+    keras_half.seed(0)
+    fitted = keras_half.small_cnn(10, channels=3)
+    history = keras_half.fit_adapted(
+        fitted, (xs, ys), xt, method=method, weight=0.7, epochs=epochs, batch_size=batch, lr=lr, seed=seed
+    )
+    keras_half.seed(0)
+    model = keras_half.small_cnn(10, channels=3)
+    backbone, head = model.layers[1], model.layers[2]
+    discriminator = da._discriminator(128) if method == "dann" else None  # drawn where the helper draws it
+    variables = model.trainable_weights + (discriminator.trainable_weights if discriminator else [])
+    optimizer = keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
+    steps = 3  # ceil(40 / 16)
+    source_order = tuning.batch_order(40, batch, epochs * steps, seed)
+    target_order = tuning.batch_order(24, batch, epochs * steps, seed + 1)
+    losses = []
+    for k in range(epochs * steps):
+        xb, yb, tb = xs[source_order[k]], ys[source_order[k]], xt[target_order[k]]
+        with tf.GradientTape() as tape:
+            features = backbone(np.concatenate([xb, tb]), training=True)
+            logits = head(features[: len(xb)], training=True)
+            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True))
+            if method == "coral":
+                loss += 0.7 * keras_half.coral_loss(features[: len(xb)], features[len(xb) :])
+            else:
+                reversal = 0.7 * domain_adaptation.dann_ramp(k / (epochs * steps))
+                domain_logits = discriminator(keras_half.gradient_reversal(features, reversal), training=True)
+                domain_labels = np.concatenate([np.zeros((len(xb), 1)), np.ones((len(tb), 1))]).astype(np.float32)
+                loss += keras.ops.mean(keras.losses.binary_crossentropy(domain_labels, domain_logits, from_logits=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        losses.append(float(loss))
+    np.testing.assert_allclose(history["loss"], [np.mean(losses[:steps]), np.mean(losses[steps:])], rtol=1e-4)
+    for a, b in zip(fitted.get_weights(), model.get_weights()):  # BatchNorm's moving statistics included
+        np.testing.assert_allclose(a, b, atol=1e-4)

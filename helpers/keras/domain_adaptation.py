@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from helpers import checks, domain_adaptation, tuning
-from helpers.keras.core import check_data, compiled, input_shape
+from helpers import checks, config, domain_adaptation, tuning
+from helpers.keras.core import check_data, input_shape
 from helpers.keras.models import Model
 from helpers.keras.training import predict
 
@@ -147,6 +147,112 @@ def _check_adaptation(model, source, target_x, method: str, weight) -> tuple:
     return xs, ys, xt, method, weight
 
 
+class AlignedTraining(keras.Model):
+    """A classifier trained on labelled source batches while its backbone's features align with target batches.
+
+    The Keras idiom for a custom objective, as keras.io's AdaMatch and knowledge-distillation examples write it:
+    `train_step` computes the step's loss under a GradientTape and applies the gradients; `compile` / `fit` run it.
+    A batch is {'source': images, 'labels': labels, 'target': unlabelled images}. method 'source' trains on
+    cross-entropy only; 'coral' adds weight * coral_loss of the source and target features; 'dann' adds a domain
+    classifier's binary cross-entropy behind a gradient reversal whose weight is the non-trainable variable
+    `reversal` (ReversalSchedule sets it before each batch).
+    `fit` reports 'loss', 'cross_entropy' and 'alignment', averaged over each epoch's steps.
+    """
+
+    def __init__(self, classifier, method: str = "dann", weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        backbone, _ = _parts(classifier)
+        self.method, self.weight = domain_adaptation.check_method(method), domain_adaptation.check_weight(weight)
+        num_features = int(backbone.output.shape[-1])
+        self.discriminator = _discriminator(num_features) if self.method == "dann" else None
+        self.reversal = self.add_weight(shape=(), initializer="zeros", trainable=False, name="reversal")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "cross_entropy", "alignment")}
+        self.built = True
+
+    def call(self, images, training=False):
+        return self.classifier(images, training=training)
+
+    def train_step(self, data):
+        source, labels, target = data["source"], data["labels"], data["target"]
+        backbone, head = _parts(self.classifier)
+        n = ops.shape(source)[0]
+        with tf.GradientTape() as tape:
+            inputs = source if self.method == "source" else ops.concatenate([source, target], axis=0)
+            features = backbone(inputs, training=True)  # one pass: BatchNorm sees both domains' batches together
+            logits = head(features[:n], training=True)
+            cross_entropy = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            if self.method == "source":
+                alignment, loss = ops.zeros(()), cross_entropy
+            elif self.method == "coral":
+                alignment = coral_loss(features[:n], features[n:])
+                loss = cross_entropy + self.weight * alignment
+            else:  # DANN: the domain classifier behind the gradient reversal, source 0 and target 1
+                reversed_ = _reverse(features, ops.convert_to_tensor(self.reversal))
+                domain_logits = self.discriminator(reversed_, training=True)
+                domain_labels = ops.concatenate([ops.zeros((n, 1)), ops.ones((ops.shape(target)[0], 1))], axis=0)
+                alignment = ops.mean(keras.losses.binary_crossentropy(domain_labels, domain_logits, from_logits=True))
+                loss = cross_entropy + alignment
+        variables = self.trainable_weights  # the classifier's and, for 'dann', the domain classifier's
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        for tracker, value in zip(self.trackers.values(), (loss, cross_entropy, alignment)):
+            tracker.update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())  # reset by fit at the start of every epoch
+
+
+class ReversalSchedule(keras.callbacks.Callback):
+    """DANN's schedule as a callback: before step k of `total_steps`, reversal = weight * dann_ramp(k / total_steps)."""
+
+    def __init__(self, weight: float, total_steps: int, steps_per_epoch: int):
+        super().__init__()
+        self.weight, self.total_steps, self.steps_per_epoch = weight, total_steps, steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps_per_epoch + batch
+        self.model.reversal.assign(self.weight * domain_adaptation.dann_ramp(step / self.total_steps))
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Record each epoch's seconds, and print its losses when verbose."""
+
+    def __init__(self, epochs: int, verbose: bool):
+        super().__init__()
+        self.epochs, self.verbose, self.seconds, self.history = epochs, verbose, [], collections.defaultdict(list)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+        for key in ("loss", "cross_entropy", "alignment"):
+            self.history[key].append(float(logs[key]))
+        if self.verbose:
+            line = domain_adaptation.history_line(self.history)
+            print(f"  epoch {epoch + 1}/{self.epochs}  {self.seconds[-1]:.1f}s  {line}")
+
+
+class _BookOrder(keras.utils.PyDataset):
+    """Batches {'source', 'labels', 'target'} in the order tuning.batch_order gives, all epochs in one pass."""
+
+    def __init__(self, xs, ys, xt, source_order, target_order):
+        super().__init__()
+        self.xs, self.ys, self.xt, self.source_order, self.target_order = xs, ys, xt, source_order, target_order
+
+    def __len__(self):
+        return len(self.source_order)
+
+    def __getitem__(self, index):
+        batch = self.source_order[index]
+        return {"source": self.xs[batch], "labels": self.ys[batch], "target": self.xt[self.target_order[index]]}
+
+
 def fit_adapted(
     model, source, target_x, method="dann", weight=1.0, epochs=1, lr=1e-3, batch_size=32, seed=0, verbose=False
 ) -> dict:
@@ -157,57 +263,20 @@ def fit_adapted(
     weight rises from 0 to `weight` by domain_adaptation.dann_ramp). Each step takes one source and one target batch of
     batch_size (tuning.batch_order with seeds seed and seed + 1; one epoch is ceil(N_source / batch_size) steps);
     'coral' and 'dann' run both batches through the backbone together. Adam at lr for every trained weight.
+    In Keras: an AlignedTraining model around `model`, compiled and fitted (ReversalSchedule sets DANN's weight).
     Returns {'loss', 'cross_entropy', 'alignment', 'epoch_seconds'} per epoch.
     """
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     xs, ys, xt, method, weight = _check_adaptation(model, source, target_x, method, weight)
-    backbone, head = _parts(model)
-    discriminator = _discriminator(predict(backbone, xs[:1]).shape[1])
-    variables = [*model.trainable_weights, *discriminator.trainable_weights]
-    opt = keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
     steps = math.ceil(len(xs) / batch_size)
     source_order = tuning.batch_order(len(xs), min(batch_size, len(xs)), epochs * steps, seed)
     target_order = tuning.batch_order(len(xt), min(batch_size, len(xt)), epochs * steps, seed + 1)
-
-    def step(xb, yb, xt_batch, reversal):
-        n = xb.shape[0]
-        with tf.GradientTape() as tape:
-            inputs = xb if method == "source" else ops.concatenate([xb, xt_batch], axis=0)
-            features = backbone(inputs, training=True)
-            logits = head(features[:n], training=True)
-            cross_entropy = ops.mean(keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True))
-            if method == "source":
-                alignment = ops.zeros(())
-                loss = cross_entropy
-            elif method == "coral":
-                alignment = coral_loss(features[:n], features[n:])
-                loss = cross_entropy + weight * alignment
-            else:
-                domain_logits = discriminator(_reverse(features, reversal), training=True)[:, 0]
-                domain_labels = ops.concatenate([ops.zeros((n,)), ops.ones((xt_batch.shape[0],))])
-                alignment = ops.mean(
-                    keras.losses.binary_crossentropy(domain_labels[:, None], domain_logits[:, None], from_logits=True)
-                )
-                loss = cross_entropy + alignment
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return ops.stack([loss, cross_entropy, alignment])
-
-    step = compiled(step)
-    history = collections.defaultdict(list)
-    for epoch in range(epochs):
-        start, totals = time.perf_counter(), np.zeros(3)
-        for k in range(epoch * steps, (epoch + 1) * steps):
-            reversal = weight * domain_adaptation.dann_ramp(k / (epochs * steps)) if method == "dann" else 0.0
-            batch, target_batch = source_order[k], target_order[k]
-            totals += np.asarray(step(xs[batch], ys[batch], xt[target_batch], tf.constant(reversal, tf.float32)))
-        for key, total in zip(("loss", "cross_entropy", "alignment"), totals):
-            history[key].append(total / steps)
-        history["epoch_seconds"].append(time.perf_counter() - start)
-        if verbose:
-            print(
-                f"  epoch {epoch + 1}/{epochs}  {history['epoch_seconds'][-1]:.1f}s  "
-                + domain_adaptation.history_line(history)
-            )
-    return dict(history)
+    trainer = AlignedTraining(model, method, weight)
+    optimizer = keras.optimizers.Adam(learning_rate=lr, epsilon=tuning.ADAM_EPSILON)
+    trainer.compile(optimizer=optimizer, run_eagerly=config.profile().keras_eager, jit_compile=False)
+    log = _EpochLog(epochs, verbose)
+    callbacks = [log] if method != "dann" else [ReversalSchedule(weight, epochs * steps, steps), log]
+    batches = _BookOrder(xs, ys, xt, source_order, target_order)
+    trainer.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
+    return {**log.history, "epoch_seconds": log.seconds}

@@ -147,7 +147,7 @@ def fit_adapted(
     xs, ys, xt, method, weight = _check_adaptation(model, source, target_x, method, weight)
     dev = torch.device(device())
     backbone, head = _parts(model.to(dev))
-    discriminator = _discriminator(predict(backbone, xs[:1]).shape[1]).to(dev)
+    discriminator = _discriminator(predict(backbone, xs[:1]).shape[1]).to(dev) if method == "dann" else nn.Sequential()
     params = [p for p in [*model.parameters(), *discriminator.parameters()] if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, eps=tuning.ADAM_EPSILON)
     steps = math.ceil(len(xs) / batch_size)
