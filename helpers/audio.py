@@ -1,5 +1,6 @@
 """Audio (chapter 19): reading and resampling speech, the log-mel front end of Google's speech-embedding model,
-the spoken-digit data set split by voice, noise augmentation and a tiny real-speech check.
+dynamic time warping for template matching, the spoken-digit data set split by voice, noise augmentation and a tiny
+real-speech check.
 
 Framework-neutral: imports neither PyTorch nor TensorFlow (NumPy, soundfile and librosa, imported where needed).
 
@@ -203,6 +204,49 @@ def check_trainable_blocks(trainable_blocks) -> int:
     if value < 1:
         raise ValueError(wanted)
     return value
+
+
+# ---- template matching: dynamic time warping on log-mel frames ----
+
+
+def dtw_distances(queries, templates) -> np.ndarray:
+    """Dynamic-time-warping distances (Sakoe & Chiba, 1978) between sequences of frames: queries (q, n, bands) and
+    templates (t, m, bands) give (q, t).
+
+    The frame cost is the Euclidean distance. A path runs from both first frames to both last frames, each step one
+    frame ahead in either sequence or in both; in Sakoe & Chiba's symmetric form a step in both counts its cost
+    twice, so every path weighs n + m, and the distance is the cheapest path's cost divided by n + m. No window
+    limits the warping. Vectorised over all (query, template) pairs; a loop over the n x m frame pairs."""
+    queries, templates = _frame_sequences(queries, "queries"), _frame_sequences(templates, "templates")
+    if queries.shape[2] != templates.shape[2]:
+        raise ValueError(f"queries have {queries.shape[2]} bands per frame, templates {templates.shape[2]}")
+    num_frames, template_frames = queries.shape[1], templates.shape[1]
+    previous = np.full((template_frames + 1, len(queries), len(templates)), np.inf)  # row i - 1, one cell to the left
+    previous[0] = 0.0  # the start: the first cell is reached by one step in both sequences
+    for i in range(num_frames):
+        cost = _frame_costs(queries[:, i], templates)  # (m, q, t): query frame i against every template frame
+        # from the row below (one frame ahead in the query) or diagonally (ahead in both, counted twice) ...
+        reach = np.minimum(previous[1:] + cost, previous[:-1] + 2.0 * cost)
+        current = np.full_like(previous, np.inf)
+        for j in range(template_frames):  # ... or from the left (one frame ahead in the template)
+            current[j + 1] = np.minimum(reach[j], current[j] + cost[j])
+        previous = current
+    return previous[-1] / (num_frames + template_frames)
+
+
+def _frame_sequences(x, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3 or 0 in x.shape or not np.isfinite(x).all():
+        raise ValueError(f"{what} must be finite frames shaped (sequences, frames, bands), got shape {x.shape}")
+    return x
+
+
+def _frame_costs(frames: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """Euclidean distances between frames (q, bands) and every template frame (t, m, bands), as (m, q, t)."""
+    products = frames @ templates.reshape(-1, templates.shape[2]).T  # (q, t * m), one matrix product
+    products = products.reshape(len(frames), *templates.shape[:2]).transpose(2, 0, 1)  # (m, q, t)
+    squared = (frames**2).sum(1)[None, :, None] + (templates**2).sum(2).T[:, None, :] - 2.0 * products
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 # ---- the spoken-digit data set, split by voice ----

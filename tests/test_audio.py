@@ -2,7 +2,8 @@
 PyTorch (onnx2torch, regrouped) and in Keras (hand-written port) matches onnxruntime and each other; the split
 model gives the same features and trains only its upper part; the data set is split by speaker; noise has the
 asked SNR; the synthesis archive is byte-repeatable; wrong sample rates, channels and sample types get one clear
-error; a file at 48 kHz is resampled on reading."""
+error; a file at 48 kHz is resampled on reading; both conversions honour (or, in Keras, refuse) the attributes of
+an ONNX MaxPool, checked on one-node graphs against onnxruntime; DTW matches a hand-computed case and librosa."""
 
 import numpy as np
 import onnxruntime as ort
@@ -183,3 +184,103 @@ def test_the_registered_data_set_is_split_by_voice_and_balanced():
     for indices in split.values():
         counts = np.bincount(data["label"][indices], minlength=10)
         assert counts.min() == counts.max() > 0
+
+
+# ---- ONNX MaxPool attributes: both conversions honour strides and pads (the shipped file pools with strides equal
+# to the window and no padding, so only a synthetic graph can tell) ----
+
+POOLS = {  # ONNX MaxPool attributes; inputs are (2, 3, 9, 8), NCHW
+    "strides unlike the window": {"kernel_shape": [3, 2], "strides": [2, 1]},
+    "no strides: ONNX's default of 1": {"kernel_shape": [2, 2]},
+    "even pads": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    "uneven pads": {"kernel_shape": [2, 3], "strides": [1, 2], "pads": [1, 0, 0, 2]},
+}
+
+
+def max_pool_model(**attributes):
+    """A one-node ONNX model, x (2, 3, 9, 8) -> MaxPool -> y, opset 12."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attributes)
+    graph = helper.make_graph(
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=8)
+
+
+def onnxruntime_pool(model, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("case", POOLS)
+def test_the_keras_port_pools_with_the_graphs_strides_and_pads(case, tmp_path):
+    import onnx
+
+    from helpers.keras import speech_port
+
+    model = max_pool_model(**POOLS[case])
+    onnx.save(model, tmp_path / "pool.onnx")
+    x = RNG.normal(size=(2, 3, 9, 8)).astype(np.float32) - 1.0  # mostly negative: zero padding would win
+    (spec,) = speech_port.read_onnx(tmp_path / "pool.onnx")
+    y = x.transpose(0, 2, 3, 1)  # NHWC
+    for layer in speech_port._layers_of(spec, "pool"):
+        y = layer(y)
+    expected = onnxruntime_pool(model, x)
+    np.testing.assert_array_equal(np.asarray(y).transpose(0, 3, 1, 2), expected)
+
+
+@pytest.mark.parametrize("case", [*POOLS, "ceil_mode"])
+def test_the_torch_conversion_pools_with_the_graphs_strides_pads_and_ceil_mode(case):
+    import onnx2torch
+    import torch
+
+    from helpers.torch import audio as torch_audio
+
+    attributes = POOLS.get(case, {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1})
+    model = max_pool_model(**attributes)
+    x = RNG.normal(size=(2, 3, 9, 8)).astype(np.float32) - 1.0
+    regrouped = torch_audio._regroup(onnx2torch.convert(model), floor=-0.4)
+    with torch.no_grad():
+        found = regrouped(torch.from_numpy(x)).numpy()
+    expected = onnxruntime_pool(model, x)
+    np.testing.assert_array_equal(found, expected.reshape(len(x), -1))
+
+
+def test_the_keras_port_refuses_pool_attributes_it_cannot_honour():
+    from helpers.keras import speech_port
+
+    assert speech_port.pool_spec({"kernel_shape": [2, 2]})["strides"] == (1, 1)  # ONNX's default, not the window's
+    assert speech_port.pool_spec({"kernel_shape": [2, 2], "auto_pad": b"VALID"})["pads"] == (0, 0, 0, 0)
+    for attribute, value in [("ceil_mode", 1), ("dilations", [2, 1]), ("auto_pad", b"SAME_UPPER")]:
+        with pytest.raises(ValueError, match=rf"pool: the Keras port takes .*ceil_mode=0.*{attribute}="):
+            speech_port.pool_spec({"kernel_shape": [3, 3], attribute: value}, "pool")
+    with pytest.raises(ValueError, match=r"2-D MaxPool .* got kernel_shape=\[3\]"):
+        speech_port.pool_spec({"kernel_shape": [3]}, "pool")
+
+
+def test_dtw_distances_match_a_hand_computed_case_and_librosa():
+    query, template = np.array([[[0.0], [1.0]]]), np.array([[[1.0], [3.0]]])
+    # Costs |q_i - t_j|: rows (1, 3), (0, 2). Entering the first cell and every step in both sequences count twice:
+    # the diagonal path (0,0) (1,1) costs 2*1 + 2*2 = 6, the path (0,0) (1,0) (1,1) costs 2*1 + 0 + 2 = 4, and
+    # (0,0) (0,1) (1,1) costs 2*1 + 3 + 2 = 7. Every path weighs 2 + 2 = 4: distance 4 / 4.
+    np.testing.assert_allclose(audio.dtw_distances(query, template), [[1.0]])
+    np.testing.assert_allclose(audio.dtw_distances(template, query), [[1.0]])  # the symmetric form
+    queries, templates = RNG.normal(size=(4, 9, 3)), RNG.normal(size=(3, 7, 3))
+    queries[:, 0] = templates[:, 0] = 0.0  # one first frame: librosa counts the first cell once, Sakoe & Chiba twice
+    found = audio.dtw_distances(queries, templates)
+    assert found.shape == (4, 3)
+    librosa = pytest.importorskip("librosa")
+    weights = np.array([2, 1, 1])  # librosa's steps: both sequences, the template, the query
+    for i, j in np.ndindex(found.shape):
+        cumulative = librosa.sequence.dtw(queries[i].T, templates[j].T, weights_mul=weights, backtrack=False)
+        assert found[i, j] == pytest.approx(cumulative[-1, -1] / (9 + 7))
+    stretched = np.repeat(queries[:1], 2, axis=1)  # every frame said twice as long: no cost to warp it back
+    np.testing.assert_allclose(audio.dtw_distances(stretched, queries[:1]), [[0.0]], atol=1e-6)
+    with pytest.raises(ValueError, match=r"must be finite frames shaped \(sequences, frames, bands\)"):
+        audio.dtw_distances(queries[0], templates)
+    with pytest.raises(ValueError, match="queries have 3 bands per frame, templates 2"):
+        audio.dtw_distances(queries, templates[..., :2])

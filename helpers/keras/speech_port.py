@@ -4,8 +4,10 @@ The ONNX graph (openWakeWord's `embedding_model.onnx`) is a chain: 20 convolutio
 1x3 and 3x3 ones zero-pad the mel axis by one on each side, the time axis never), each but the last followed by a
 clipped leaky ReLU, max(leaky_relu(x, 0.2), -0.4), and five max-poolings. The `onnx` package reads the graph and
 its initializers without importing a framework; an ONNX kernel (out, in, kh, kw) becomes a Keras kernel
-(kh, kw, in, out). Each pooling closes a block (a nested Keras model `block_i`); the last block ends with the
-96-channel projection. Input: log-mel windows (76, 32, 1), NHWC.
+(kh, kw, in, out). A pooling keeps the file's window, strides (ONNX's default is 1; Keras' would be the window) and
+padding (with -inf, which no maximum picks); ceil_mode, dilations and auto_pad padding are refused. Each pooling
+closes a block (a nested Keras model `block_i`); the last block ends with the 96-channel projection. Input: log-mel
+windows (76, 32, 1), NHWC.
 """
 
 from __future__ import annotations
@@ -34,8 +36,47 @@ class ClippedLeakyReLU(layers.Layer):
         return {**super().get_config(), "slope": self.slope, "floor": self.floor}
 
 
+@keras.saving.register_keras_serializable(package="tl_book")
+class PoolPadding2D(layers.Layer):
+    """Pads height and width with -inf, as ONNX MaxPool pads: `pads` is [top, left, bottom, right] (NHWC input)."""
+
+    def __init__(self, pads=(0, 0, 0, 0), **kwargs):
+        super().__init__(**kwargs)
+        self.pads = tuple(int(p) for p in pads)
+
+    def call(self, x):
+        top, left, bottom, right = self.pads
+        return keras.ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pads": self.pads}
+
+
+POOL_DEFAULTS = {"ceil_mode": 0, "dilations": [1, 1], "auto_pad": "NOTSET", "storage_order": 0}  # all the port takes
+
+
+def pool_spec(attributes: dict, name: str = "MaxPool") -> dict:
+    """An ONNX MaxPool node's attributes as the port's pool: window, strides and pads [top, left, bottom, right],
+    with ONNX's defaults (strides 1, no padding); any other attribute value raises one ValueError."""
+    given = {k: v.decode() if isinstance(v, bytes) else v for k, v in attributes.items()}
+    size = tuple(int(k) for k in given["kernel_shape"])
+    unsupported = {k: given[k] for k, default in POOL_DEFAULTS.items() if k in given and given[k] != default}
+    if given.get("auto_pad") == "VALID":  # no padding: what NOTSET with zero pads means
+        unsupported.pop("auto_pad")
+    if len(size) != 2 or unsupported:
+        raise ValueError(
+            f"{name}: the Keras port takes 2-D MaxPool with kernel_shape, strides and pads only, and "
+            f"{', '.join(f'{k}={v!r}' for k, v in POOL_DEFAULTS.items())}; got kernel_shape={list(size)}"
+            + "".join(f", {k}={v!r}" for k, v in unsupported.items())
+        )
+    strides = tuple(int(s) for s in given.get("strides", (1, 1)))
+    pads = tuple(int(p) for p in given.get("pads", (0, 0, 0, 0)))
+    return {"kind": "pool", "size": size, "strides": strides, "pads": pads}
+
+
 def read_onnx(path) -> list[dict]:
-    """The graph's layers in order: conv (kernel in Keras layout, bias, mel padding), activation, pool."""
+    """The graph's layers in order: conv (kernel in Keras layout, bias, mel padding), activation, pool (window,
+    strides, pads)."""
     import onnx
     from onnx import numpy_helper
 
@@ -56,7 +97,7 @@ def read_onnx(path) -> list[dict]:
         elif node.op_type == "Max":
             found.append({"kind": "activation", "slope": slope, "floor": float(constants[node.input[1]].item())})
         elif node.op_type == "MaxPool":
-            found.append({"kind": "pool", "size": tuple(attributes["kernel_shape"])})
+            found.append(pool_spec(attributes, node.name))
         elif node.op_type != "Reshape":
             raise ValueError(f"unexpected ONNX operation {node.op_type} in {path}")
     return found
@@ -67,7 +108,8 @@ def _layers_of(spec: dict, name: str) -> list:
     if spec["kind"] == "activation":
         return [ClippedLeakyReLU(spec["slope"], spec["floor"], name=f"{name}_act")]
     if spec["kind"] == "pool":
-        return [layers.MaxPooling2D(spec["size"], name=f"{name}_pool")]
+        pad = [PoolPadding2D(spec["pads"], name=f"{name}_pool_pad")] if any(spec["pads"]) else []
+        return [*pad, layers.MaxPooling2D(spec["size"], spec["strides"], name=f"{name}_pool")]
     pad = [layers.ZeroPadding2D(((0, 0), (spec["pad"], spec["pad"])), name=f"{name}_pad")] if spec["pad"] else []
     kh, kw, _, filters = spec["kernel"].shape
     conv = layers.Conv2D(filters, (kh, kw), use_bias=spec["bias"] is not None, name=name)

@@ -56,6 +56,15 @@ def _activation_floor(path) -> float:
     return floors.pop()
 
 
+def _is_max_pool(module: nn.Module) -> bool:
+    """Whether an onnx2torch module is a max pooling as it converts one, every ONNX attribute kept (strides, pads,
+    dilations, ceil_mode): an nn.MaxPool2d, or nn.Sequential(pad with -inf, nn.MaxPool2d) for uneven pads."""
+    if isinstance(module, nn.MaxPool2d):
+        return True
+    parts = list(module.children()) if isinstance(module, nn.Sequential) else []
+    return len(parts) == 2 and type(parts[0]).__name__ == "OnnxPadStatic" and isinstance(parts[1], nn.MaxPool2d)
+
+
 def speech_embedding() -> Model:
     """Google's pretrained speech-embedding model: log-mel windows (clips, 76, 32, 1) in, 96 features out.
 
@@ -65,8 +74,13 @@ def speech_embedding() -> Model:
     import onnx2torch
 
     path = registry.fetch("speech-embedding_model")
-    graph = onnx2torch.convert(onnx.load(str(path)))
-    floor = _activation_floor(path)
+    return _regroup(onnx2torch.convert(onnx.load(str(path))), _activation_floor(path), path)
+
+
+def _regroup(graph: nn.Module, floor: float, path="the ONNX file") -> Model:
+    """onnx2torch's converted graph as nn.Sequential(block_1, ..., flatten): its convolutions and poolings as
+    converted (weights and attributes kept), one ClippedLeakyReLU per activation; each pooling closes a block, up
+    to EMBEDDING_BLOCKS blocks."""
     blocks, layers, slope = [], [], None
     for name, module in graph.named_children():
         if isinstance(module, nn.Conv2d):
@@ -75,8 +89,8 @@ def speech_embedding() -> Model:
             slope = module.negative_slope
         elif type(module).__name__ == "OnnxMinMax":  # max(leaky_relu(x), floor)
             layers.append(ClippedLeakyReLU(slope, floor))
-        elif isinstance(module, nn.MaxPool2d):
-            layers.append(nn.MaxPool2d(module.kernel_size, module.stride))
+        elif _is_max_pool(module):
+            layers.append(module)
             if len(blocks) < EMBEDDING_BLOCKS - 1:
                 blocks.append(nn.Sequential(*layers))
                 layers = []
