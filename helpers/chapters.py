@@ -23,7 +23,7 @@ BASE_LAYERS = {
     # models: the settings both wings' models.py build networks from (the small CNN, EfficientNet-Lite0's names);
     # text: the text datasets and the tokenizer (chapters 9, 14, 20); tuning: the framework-neutral settings behind
     # both wings' training.py (losses, optimizers, schedules, the range test, block rates, precision rules);
-    # stats: mean ± sd over seeds, one convention (chapters 11, 12, 14)
+    # stats: mean ± sd over seeds, one convention (chapters 11, 12 and 14)
     "neutral": (
         "__init__",
         "chapters",

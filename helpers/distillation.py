@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from helpers import checks
+from helpers.stats import mean_spread  # noqa: F401  (re-exported: the book's one "±" convention)
 
 UNLABELLED = -1  # the label of a transfer-set image that has no label: only the teacher's soft target trains on it
 
@@ -99,14 +100,6 @@ def gap_recovered(distilled, student, teacher) -> np.ndarray:
             "the teacher and the student alone score the same, so there is no gap to recover; compare the accuracies"
         )
     return (distilled - student) / gap
-
-
-def mean_spread(values) -> str:
-    """'mean ± standard deviation' (ddof 1) of repeated runs; a single run has no spread and says so."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return f"{values.mean():.3f} (one run)"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def time_call(run: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:

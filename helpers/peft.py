@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from helpers import checks
+from helpers.stats import mean_spread  # noqa: F401  (re-exported: the book's one "±" convention)
 
 METHODS = ("head only", "BitFit", "LoRA", "full fine-tuning")
 LORA_TARGETS = ("query", "value")  # the attention projections LoRA adapts, as in the LoRA paper (Hu et al., 2021)
@@ -54,14 +55,6 @@ def median_step_seconds(step_seconds, warmup: int = 3) -> float:
     if len(steps) <= warmup:
         raise ValueError(f"need more than warmup={warmup} timed steps, got {len(steps)}; train longer or lower warmup")
     return float(np.median(steps[warmup:]))
-
-
-def mean_spread(values) -> str:
-    """'mean ± standard deviation (n=runs)' of repeated runs; a single run prints its value and n=1, no spread."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 1:
-        return f"{values[0]:.3f} (n=1)"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
 
 
 def peft_table(runs: dict, total_params: int) -> list[dict]:

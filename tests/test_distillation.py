@@ -177,8 +177,8 @@ def test_gap_recovered_and_soft_targets():
     soft = distillation.soft_targets(TEACHER, 4.0)
     np.testing.assert_allclose(soft.sum(axis=1), 1.0)
     assert (soft.max(axis=1) < distillation.soft_targets(TEACHER, 1.0).max(axis=1)).all()
-    assert distillation.mean_spread([0.5, 0.7]) == "0.600 ± 0.141"
-    assert distillation.mean_spread([0.5]) == "0.500 (one run)"  # never "± 0.000" for a single seed
+    assert distillation.mean_spread([0.5, 0.7]) == "0.600 ± 0.141 (n=2)"
+    assert distillation.mean_spread([0.5]) == "0.500 (n=1)"  # never "± 0.000" for a single seed
     assert distillation.time_call(lambda: None, repeats=3, warmup=0) >= 0
 
 
