@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from helpers import checks, data
+from helpers import checks, data, stats
 
 MAX_UNFREEZE = 2  # the top blocks a trial may train above the cached features; 0 trains the head alone (a third
 # block would double the cost of a deep trial on the CPU: its 3x3 feature maps have 960 expanded channels)
@@ -29,6 +29,9 @@ METHODS = ("grid", "random", "tpe", "halving", "hyperband")
 REDUCTION_FACTOR = 3  # successive halving and Hyperband keep about a third of the trials at each rung
 BUDGET_TRIALS = 20  # default budget: the epochs of this many full-length trials
 TPE_STARTUP = 10  # TPE's random start (Optuna's default): for the same seed, these trials are random search's first
+RESCORE_TOP = 3  # rescore: the best completed trials of a search that are trained again
+RESCORE_EXTRA = 2  # rescore: the fresh training seeds each of them gets (three scores with the search's own)
+RESCORE_SEED_STEP = 1000  # rescore's fresh seeds are seed + 1000, seed + 2000, ...: never a search's own seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +297,8 @@ def run_search(
         study.optimize(objective, n_trials=1)
         if method == "grid" and len(ledger.trials) >= len(points):
             break
-    return {**summary(method, ledger, time.perf_counter() - start), "winner": ledger.winner, "study": study}
+    found = summary(method, ledger, time.perf_counter() - start)
+    return {**found, "seed": seed, "winner": ledger.winner, "study": study}
 
 
 def summary(method: str, ledger: Ledger, seconds: float) -> dict:
@@ -308,6 +312,58 @@ def summary(method: str, ledger: Ledger, seconds: float) -> dict:
         "trials": ledger.trials,
         "best": best,
         "seconds": seconds,
+    }
+
+
+def rescore(
+    run_trial: Callable,
+    result: dict,
+    k: int = RESCORE_TOP,
+    extra: int = RESCORE_EXTRA,
+    score: Callable | None = None,
+) -> dict:
+    """Choose a search's winner by its mean over seeds, not by one validation score.
+
+    The k completed trials of `result` (from run_search) with the highest validation accuracy are trained again at
+    full length, each with the same `extra` fresh seeds (result['seed'] + RESCORE_SEED_STEP * i, i = 1..extra), by
+    run_trial(params, seed=..., report=...) as in run_search; every epoch they train is counted. The chosen recipe
+    has the best mean over its scores (the search's own first, then the fresh seeds'); ties go to the higher
+    search score. score(output), if given, is a second number for each fresh run (a test accuracy, say) that is
+    recorded and plays no part in the choice. Returns {'single' (result['best']), 'chosen' (a candidate),
+    'changed' (whether they differ), 'candidates' (per trial: number, params, val (one score per seed), mean,
+    scores), 'seeds', 'epochs' (trained here), 'seconds'}.
+    """
+    k, extra = checks.count("k", k), checks.count("extra", extra)
+    done = sorted((t for t in result["trials"] if t["state"] == "complete"), key=lambda t: -t["value"])
+    if not done:
+        raise ValueError(f"the {result['method']} search completed no trial: nothing to rescore")
+    epochs, seeds = done[0]["epochs"], [result["seed"] + RESCORE_SEED_STEP * (i + 1) for i in range(extra)]
+    spent, start, candidates = [0], time.perf_counter(), []
+
+    def count(epoch: int, accuracy: float) -> None:
+        spent[0] += 1
+
+    for trial in done[:k]:
+        outputs = [run_trial({**trial["params"], "epochs": epochs}, seed=s, report=count) for s in seeds]
+        val = [trial["value"]] + [float(o["val_accuracy"]) for o in outputs]
+        candidates.append(
+            {
+                "number": trial["number"],
+                "params": trial["params"],
+                "val": val,
+                "mean": float(np.mean(val)),
+                "scores": [float(score(o)) for o in outputs] if score is not None else None,
+            }
+        )
+    chosen = max(candidates, key=lambda c: c["mean"])  # the first of equal means: the higher search score
+    return {
+        "single": result["best"],
+        "chosen": chosen,
+        "changed": chosen["number"] != result["best"]["number"],
+        "candidates": candidates,
+        "seeds": [result["seed"], *seeds],
+        "epochs": spent[0],
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -331,12 +387,6 @@ def reach(result: dict, target: float) -> tuple[float, float]:
         if t["state"] == "complete" and t["value"] >= target:
             return float(t["spent_before"] + t["epochs"]), seconds
     return math.nan, math.nan
-
-
-def spread(values) -> float:
-    """The sample standard deviation (ddof=1) of repeated results; NaN for a single one."""
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
 def mean_curve(results: list[dict]) -> np.ndarray:
@@ -396,7 +446,7 @@ def table(results: dict[str, list[dict]], tests: dict[str, list[float]]) -> list
                 "seconds": float(np.mean([r["seconds"] for r in runs])),
                 "best val": float(np.nanmean(vals)),
                 "test mean": float(np.mean(tests[method])),
-                "test std": spread(tests[method]),
+                "test std": stats.sample_sd(tests[method]),
             }
         )
     return rows

@@ -1,7 +1,8 @@
 """Chapter 13: the search space refuses unknown or out-of-range hyperparameters and draws `backbone_lr` only when
 `unfreeze > 0`, the grid fits its budget, the budget counts every epoch (pruned ones too) with the epochs fixed at
-the maximum, cached features equal the network's own forward pass, and a trial repeats exactly for a seed while
-leaving the pretrained backbone untouched, in both frameworks."""
+the maximum, re-scoring the top recipes chooses by their mean over seeds and counts its epochs, cached features
+equal the network's own forward pass, and a trial repeats exactly for a seed while leaving the pretrained backbone
+untouched, in both frameworks."""
 
 import numpy as np
 import optuna
@@ -134,9 +135,82 @@ def test_reach_counts_the_epochs_and_seconds_until_a_score_is_first_matched():
     assert np.isnan(hyperparameter_search.reach(result, best["value"] + 1)[0])
 
 
-def test_spread_is_the_sample_standard_deviation():
-    assert hyperparameter_search.spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)
-    assert np.isnan(hyperparameter_search.spread([0.5]))
+# rescore: a search's scores (trial number -> validation accuracy at the search's seed) and what the same recipes
+# score when trained again with fresh seeds. Recipe 1 wins on its single score but is a lucky draw; recipe 2 has
+# the best mean; recipe 4 was pruned with a high score, recipe 5 is fourth: neither may be trained again.
+SEARCH_SCORES = {1: 0.90, 2: 0.85, 3: 0.80, 4: 0.95, 5: 0.70}
+FRESH_SCORES = {1: {1007: 0.70, 2007: 0.72}, 2: {1007: 0.86, 2007: 0.84}, 3: {1007: 0.80, 2007: 0.80}}
+
+
+def _search_result(scores=SEARCH_SCORES, pruned=(4,), seed=7, epochs=4):
+    trials = [
+        {"number": n, "params": {"head_lr": n * 1e-3}, "state": "pruned" if n in pruned else "complete"} for n in scores
+    ]
+    for t in trials:
+        t["epochs"], t["value"] = (1, None) if t["state"] == "pruned" else (epochs, scores[t["number"]])
+    done = [t for t in trials if t["state"] == "complete"]
+    best = max(done, key=lambda t: t["value"]) if done else None
+    return {"method": "random", "seed": seed, "trials": trials, "best": best}
+
+
+def _fresh_trial(calls, fresh=FRESH_SCORES):
+    """A fake run_trial: the 'accuracy' of a recipe (known by its head_lr) at a seed, reported after each epoch."""
+
+    def run_trial(params, seed=0, report=None):
+        calls.append((params, seed))
+        accuracy = fresh[round(params["head_lr"] * 1e3)][seed]
+        for epoch in range(params["epochs"]):
+            report(epoch, accuracy)
+        return {"val_accuracy": accuracy, "test": 1.0 - accuracy}
+
+    return run_trial
+
+
+def test_rescore_chooses_the_best_mean_over_seeds_not_the_best_single_score():
+    calls = []
+    found = hyperparameter_search.rescore(_fresh_trial(calls), _search_result(), score=lambda o: o["test"])
+    assert found["single"]["number"] == 1 and found["chosen"]["number"] == 2 and found["changed"]
+    assert [c["number"] for c in found["candidates"]] == [1, 2, 3]  # the top three completed, by search score
+    assert found["chosen"]["val"] == [0.85, 0.86, 0.84] and found["chosen"]["mean"] == pytest.approx(0.85)
+    assert found["candidates"][0]["mean"] == pytest.approx((0.90 + 0.70 + 0.72) / 3)
+    assert found["seeds"] == [7, 1007, 2007]
+    assert {seed for _, seed in calls} == {1007, 2007} and all(p["epochs"] == 4 for p, _ in calls)
+    assert found["epochs"] == 3 * 2 * 4 == sum(p["epochs"] for p, _ in calls)  # every retrained epoch counted
+    assert found["candidates"][0]["scores"] == pytest.approx([0.30, 0.28])  # recorded ...
+    assert found["chosen"]["scores"] == pytest.approx([0.14, 0.16])  # ... but the better test score did not choose
+
+
+def test_rescore_keeps_the_single_winner_when_its_mean_is_best_and_breaks_ties_by_the_search_score():
+    fresh = {**FRESH_SCORES, 1: {1007: 0.85, 2007: 0.80}}  # recipe 1's mean, 0.85, ties recipe 2's
+    found = hyperparameter_search.rescore(_fresh_trial([], fresh), _search_result())
+    assert found["chosen"]["number"] == 1 and not found["changed"] and found["chosen"]["scores"] is None
+
+
+def test_rescore_trains_fewer_recipes_when_fewer_completed_and_k_and_extra_are_checked():
+    calls = []
+    result = _search_result(pruned=(2, 3, 4, 5))
+    found = hyperparameter_search.rescore(_fresh_trial(calls), result, k=5, extra=1)
+    assert [c["number"] for c in found["candidates"]] == [1] and found["epochs"] == 4 and len(calls) == 1
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        hyperparameter_search.rescore(_fresh_trial([]), result, k=0)
+    with pytest.raises(ValueError, match="completed no trial"):
+        hyperparameter_search.rescore(_fresh_trial([]), _search_result(pruned=tuple(SEARCH_SCORES)))
+
+
+def test_rescore_retrains_the_top_of_a_real_search_with_the_search_s_recipes():
+    result = hyperparameter_search.run_search(_fake_trial, "random", SPACE, budget=40, seed=3)
+    calls = []
+
+    def run_trial(params, seed=0, report=None):
+        calls.append(seed)
+        return _fake_trial(params, seed=seed, report=report)
+
+    found = hyperparameter_search.rescore(run_trial, result)
+    top = sorted((t for t in result["trials"] if t["state"] == "complete"), key=lambda t: -t["value"])[:3]
+    assert [c["params"] for c in found["candidates"]] == [t["params"] for t in top]
+    assert found["epochs"] == 3 * 2 * 4 and calls == [1003, 2003] * 3
+    assert all(c["val"] == [c["val"][0]] * 3 for c in found["candidates"])  # the fake trial ignores its seed
+    assert not found["changed"]
 
 
 def test_unknown_method_is_refused():
