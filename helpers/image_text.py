@@ -6,7 +6,8 @@ train the projections; everything here works on NumPy embeddings.
 
 Bad input, one ValueError each: an empty or whitespace-only caption or class name, a template without exactly one
 `{}` slot for the class name, a class name missing from the caption names, labels outside the class list,
-embeddings of mismatched widths, k outside 1..number of items.
+embeddings of mismatched widths, k outside 1..number of items, class ids for masking that are not one integer per
+pair.
 """
 
 from __future__ import annotations
@@ -200,13 +201,38 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def info_nce(image_embeddings, text_embeddings, logit_scale: float) -> float:
+def check_classes(classes, num_pairs: int) -> np.ndarray | None:
+    """Class ids of a batch's pairs for class-aware masking: None (no mask), or a 1-D integer array, one per pair."""
+    if classes is None:
+        return None
+    found = np.asarray(classes)
+    if found.shape != (num_pairs,) or found.dtype.kind not in "iu":
+        raise ValueError(
+            f"classes must be a 1-D integer array with one class id per pair ({num_pairs}), got {found.dtype} "
+            f"{found.shape}; pass None for the plain loss"
+        )
+    return found.astype(np.int64)
+
+
+def same_class_mask(classes) -> np.ndarray:
+    """(N, N) boolean: True where pairs i != j share a class, the entries class-aware masking leaves out."""
+    classes = np.asarray(classes)
+    return (classes[:, None] == classes[None, :]) & ~np.eye(len(classes), dtype=bool)
+
+
+def info_nce(image_embeddings, text_embeddings, logit_scale: float, classes=None) -> float:
     """The symmetric InfoNCE loss in NumPy (row i of each is a matching pair): the mean of the image-to-text and
-    text-to-image cross-entropies of the similarity matrix times exp(min(logit_scale, MAX_LOGIT_SCALE))."""
+    text-to-image cross-entropies of the similarity matrix times exp(min(logit_scale, MAX_LOGIT_SCALE)).
+
+    With `classes` (one class id per pair), every entry (i, j), j != i, of two pairs of the same class leaves both
+    softmax denominators: such a caption is neither image i's positive nor its negative (class-aware masking)."""
     images, texts = check_embeddings(image_embeddings, text_embeddings)
     if len(images) != len(texts):
         raise ValueError(f"one caption per image: got {len(images)} images and {len(texts)} texts")
     logits = math.exp(min(float(logit_scale), MAX_LOGIT_SCALE)) * normalize(images) @ normalize(texts).T
+    classes = check_classes(classes, len(images))
+    if classes is not None:
+        logits = np.where(same_class_mask(classes), -np.inf, logits)
     diagonal = np.arange(len(images))
     image_to_text = -_log_softmax(logits)[diagonal, diagonal].mean()
     text_to_image = -_log_softmax(logits.T)[diagonal, diagonal].mean()

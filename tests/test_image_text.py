@@ -1,6 +1,7 @@
-"""Chapter 20: the symmetric InfoNCE loss against NumPy in both frameworks, the two frameworks training the same
-projections to the same weights, prompt ensembles and zero-shot scores, recall@k on hand-made cases, and the bad
-input (empty captions, templates without a slot, unknown class names) both frameworks refuse with one ValueError."""
+"""Chapter 20: the symmetric InfoNCE loss (plain and with class-aware masking) against NumPy in both frameworks, the
+two frameworks training the same projections to the same weights, prompt ensembles and zero-shot scores, recall@k on
+hand-made cases, and the bad input (empty captions, templates without a slot, unknown class names, class ids that do
+not pair up) both frameworks refuse with one ValueError."""
 
 import math
 
@@ -19,19 +20,22 @@ TEXTS = RNG.normal(size=(6, 4)).astype(np.float32)
 FRAMEWORKS = {"torch": ht, "keras": hk}
 
 
-def framework_loss(framework, images, texts, logit_scale):
+def framework_loss(framework, images, texts, logit_scale, classes=None):
     if framework == "torch":
         scale = torch.tensor(logit_scale, dtype=torch.float32)
-        return float(ht.contrastive_loss(torch.from_numpy(images), torch.from_numpy(texts), scale))
-    return float(hk.contrastive_loss(images, texts, np.float32(logit_scale)))
+        return float(ht.contrastive_loss(torch.from_numpy(images), torch.from_numpy(texts), scale, classes))
+    return float(hk.contrastive_loss(images, texts, np.float32(logit_scale), classes))
 
 
-def by_hand(images, texts, logit_scale):
-    """The loss from its definition, one pair at a time: -log of each matching pair's softmax share, both ways."""
+def by_hand(images, texts, logit_scale, classes=None):
+    """The loss from its definition, one pair at a time: -log of each matching pair's softmax share, both ways;
+    with classes, the denominators sum over the pair itself and the pairs of other classes only."""
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     sim = math.exp(min(logit_scale, math.log(100))) * unit(images) @ unit(texts).T
-    rows = [-math.log(math.exp(sim[i, i]) / np.exp(sim[i]).sum()) for i in range(len(sim))]
-    cols = [-math.log(math.exp(sim[i, i]) / np.exp(sim[:, i]).sum()) for i in range(len(sim))]
+    n = len(sim)
+    kept = [[j for j in range(n) if j == i or classes is None or classes[j] != classes[i]] for i in range(n)]
+    rows = [-math.log(math.exp(sim[i, i]) / sum(math.exp(sim[i, j]) for j in kept[i])) for i in range(n)]
+    cols = [-math.log(math.exp(sim[i, i]) / sum(math.exp(sim[j, i]) for j in kept[i])) for i in range(n)]
     return (np.mean(rows) + np.mean(cols)) / 2
 
 
@@ -50,6 +54,50 @@ def test_the_loss_is_symmetric_small_for_matching_pairs_and_log_n_for_identical_
         assert framework_loss(framework, IMAGES, 3 * IMAGES, math.log(100)) < 0.05  # scale-free: normalised
         same = np.ones((6, 4), np.float32)
         assert framework_loss(framework, same, same, 2.0) == pytest.approx(math.log(6), rel=1e-5)
+
+
+CLASSES = np.array([0, 1, 0, 2, 1, 0])  # pairs 0, 2, 5 share a class, and pairs 1, 4
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("logit_scale", [0.0, 2.0, 7.0])
+def test_class_aware_masking_equals_numpy_and_a_hand_computation(framework, logit_scale):
+    expected = by_hand(IMAGES.astype(np.float64), TEXTS.astype(np.float64), logit_scale, CLASSES)
+    plain = by_hand(IMAGES.astype(np.float64), TEXTS.astype(np.float64), logit_scale)
+    assert abs(expected - plain) > 0.05  # the mask changes the loss on this batch: the test can tell them apart
+    assert image_text.info_nce(IMAGES, TEXTS, logit_scale, CLASSES) == pytest.approx(expected, rel=1e-9)
+    assert framework_loss(framework, IMAGES, TEXTS, logit_scale, CLASSES) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_mask_is_the_plain_loss_when_all_classes_differ_and_zero_within_one_class():
+    distinct = np.array([5, 3, 0, 1, 4, 2])
+    for framework in FRAMEWORKS:
+        plain = framework_loss(framework, IMAGES, TEXTS, 2.0)
+        assert framework_loss(framework, IMAGES, TEXTS, 2.0, distinct) == pytest.approx(plain, rel=1e-6)
+        # one class for the whole batch: each softmax keeps only its own pair, so -log 1
+        assert framework_loss(framework, IMAGES, TEXTS, 2.0, np.zeros(6, np.int64)) == pytest.approx(0.0, abs=1e-6)
+    assert image_text.info_nce(IMAGES, TEXTS, 2.0, distinct) == pytest.approx(image_text.info_nce(IMAGES, TEXTS, 2.0))
+    mask = image_text.same_class_mask(CLASSES)
+    assert mask.sum() == 8 and not mask.diagonal().any() and (mask == mask.T).all()
+
+
+def _masked_gradients(framework):
+    if framework == "torch":
+        images, scale = torch.tensor(IMAGES, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+        ht.contrastive_loss(images, torch.from_numpy(TEXTS), scale, CLASSES).backward()
+        return images.grad.numpy(), float(scale.grad)
+    images, scale = tf.Variable(IMAGES), tf.Variable(2.0)
+    with tf.GradientTape() as tape:
+        loss = hk.contrastive_loss(images, TEXTS, scale, CLASSES)
+    grad_images, grad_scale = tape.gradient(loss, [images, scale])
+    return grad_images.numpy(), float(grad_scale)
+
+
+def test_both_frameworks_give_the_masked_loss_the_same_finite_gradients():
+    (torch_images, torch_scale), (keras_images, keras_scale) = (_masked_gradients(fw) for fw in FRAMEWORKS)
+    assert np.isfinite(torch_images).all() and np.abs(torch_images).max() > 1e-3
+    np.testing.assert_allclose(torch_images, keras_images, rtol=1e-4, atol=1e-6)
+    assert torch_scale == pytest.approx(keras_scale, rel=1e-4)
 
 
 def _gradient_of_scale(framework, logit_scale):
@@ -75,12 +123,13 @@ def _copy_torch_weights_into_keras(torch_model, keras_model):
     keras_model.logit_scale.assign(float(torch_model.logit_scale.detach()))
 
 
-def test_both_frameworks_train_the_same_projections_from_the_same_start():
+@pytest.mark.parametrize("classes", [None, np.arange(40) % 4], ids=["plain", "masked"])
+def test_both_frameworks_train_the_same_projections_from_the_same_start(classes):
     image_features, text_features = RNG.random((40, 12)).astype(np.float32), RNG.normal(size=(40, 8)).astype(np.float32)
     ht.seed(0)
     torch_model, keras_model = ht.contrastive_heads(12, 8, 5), hk.contrastive_heads(12, 8, 5)
     _copy_torch_weights_into_keras(torch_model, keras_model)
-    arguments = {"epochs": 3, "lr": 1e-2, "weight_decay": 0.1, "batch_size": 16, "seed": 3}
+    arguments = {"epochs": 3, "lr": 1e-2, "weight_decay": 0.1, "batch_size": 16, "seed": 3, "classes": classes}
     torch_history = ht.fit_contrastive(torch_model, image_features, text_features, **arguments)
     keras_history = hk.fit_contrastive(keras_model, image_features, text_features, **arguments)
     np.testing.assert_allclose(torch_history["loss"], keras_history["loss"], rtol=1e-4)
@@ -93,6 +142,21 @@ def test_both_frameworks_train_the_same_projections_from_the_same_start():
     )
     assert ht.temperature_of(torch_model) == pytest.approx(hk.temperature_of(keras_model), rel=1e-4)
     assert ht.temperature_of(torch_model) != pytest.approx(image_text.INITIAL_TEMPERATURE, rel=1e-3)  # it learned
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_fit_contrastive_passes_the_classes_to_the_loss(framework):
+    """One class for all pairs leaves every softmax with its own pair only: loss 0, no gradient, no step."""
+    book = FRAMEWORKS[framework]
+    book.seed(0)
+    model = book.contrastive_heads(6, 4, 3)
+    images, texts = RNG.random((12, 6)).astype(np.float32), RNG.random((12, 4)).astype(np.float32)
+    before = book.embed_images(model, images)
+    history = book.fit_contrastive(model, images, texts, epochs=2, lr=1e-2, batch_size=4, classes=np.zeros(12, int))
+    assert history["loss"] == [0.0, 0.0]
+    np.testing.assert_allclose(book.embed_images(model, images), before, atol=1e-7)
+    plain = book.fit_contrastive(model, images, texts, epochs=1, lr=1e-2, batch_size=4)
+    assert plain["loss"][0] > 0.5  # the default keeps every other pair of the batch a negative
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -185,12 +249,16 @@ def test_both_frameworks_refuse_the_same_bad_input(framework):
         "embed_dim must be an integer": lambda: book.contrastive_heads(6, 4, 0),
         "expected the model from book.contrastive_heads": lambda: book.embed_images(book.small_cnn(3), images),
         "contain NaN": lambda: book.embed_texts(model, np.full((2, 4), np.nan, np.float32)),
+        "one class id per pair": lambda: book.fit_contrastive(model, images, texts, classes=np.zeros(5, np.int64)),
+        r"classes must be a 1-D integer array": lambda: book.fit_contrastive(model, images, texts, classes=[0.5] * 8),
     }
     for message, call in bad.items():
         with pytest.raises(ValueError, match=message):
             call()
     with pytest.raises(ValueError, match="one matching pair per row"):
         framework_loss(framework, IMAGES, TEXTS[:4], 1.0)
+    with pytest.raises(ValueError, match="one class id per pair"):
+        framework_loss(framework, IMAGES, TEXTS, 1.0, CLASSES[:4])
 
 
 LIT_TEXTS = ["a photo of a low open shoe.", "a high closed shoe.", "this is a bag.", "a top with long sleeves."]

@@ -34,11 +34,13 @@ __all__ = [
 ops = keras.ops
 
 
-def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
+def contrastive_loss(image_embeddings, text_embeddings, logit_scale, classes=None):
     """Symmetric InfoNCE (CLIP's loss): row i of each is a matching pair, every other row of the batch a negative.
 
     Both inputs are L2-normalised; the similarity matrix is scaled by exp(logit_scale), clamped at 100, and the loss
-    is the mean of the image-to-text and text-to-image cross-entropies with the diagonal as the targets.
+    is the mean of the image-to-text and text-to-image cross-entropies with the diagonal as the targets. With
+    `classes` (one class id per pair), the entries (i, j), j != i, of pairs of the same class leave both softmax
+    denominators (class-aware masking: neither positive nor negative).
     """
     image_shape, text_shape = tuple(image_embeddings.shape), tuple(text_embeddings.shape)
     if len(image_shape) != 2 or image_shape != text_shape:
@@ -50,6 +52,12 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
     texts = ops.normalize(ops.convert_to_tensor(text_embeddings, "float32"), axis=1)
     scale = ops.exp(ops.minimum(ops.convert_to_tensor(logit_scale, "float32"), image_text.MAX_LOGIT_SCALE))
     logits = scale * ops.matmul(images, ops.transpose(texts))
+    if classes is not None:
+        if not tf.is_tensor(classes):  # inside fit's train_step they arrive as a tensor, checked by fit_contrastive
+            classes = image_text.check_classes(classes, image_shape[0])
+        classes, positions = ops.convert_to_tensor(classes), ops.arange(ops.shape(logits)[0])
+        same = ops.equal(classes[:, None], classes[None, :]) & ops.not_equal(positions[:, None], positions[None, :])
+        logits = ops.where(same, float("-inf"), logits)
     image_to_text = -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=1)))
     text_to_image = -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=0)))
     return (image_to_text + text_to_image) / 2
@@ -58,7 +66,8 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
 class ContrastiveHeads(keras.Model):
     """Two linear projections into one shared space and a learnable log inverse temperature (CLIP's logit_scale).
 
-    A dual encoder in the Keras idiom: `train_step` computes contrastive_loss on a batch {'images', 'texts'}, and
+    A dual encoder in the Keras idiom: `train_step` computes contrastive_loss on a batch {'images', 'texts'} (and
+    'classes' where same-class pairs are masked), and
     `fit` trains it (keras.io's "Natural language image search with a Dual Encoder" does the same)."""
 
     takes_rows = False  # its text input: frozen text features per pair
@@ -92,7 +101,8 @@ class ContrastiveHeads(keras.Model):
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss = contrastive_loss(*self(data["images"], data["texts"], training=True), self.logit_scale)
+            embeddings = self(data["images"], data["texts"], training=True)
+            loss = contrastive_loss(*embeddings, self.logit_scale, data.get("classes"))
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         self.loss_tracker.update_state(loss)
@@ -186,18 +196,20 @@ def _check_inputs(model, image_features, text_input) -> tuple[np.ndarray, np.nda
 
 
 class _BookOrder(keras.utils.PyDataset):
-    """Batches {'images', 'texts'} in the order tuning.batch_order gives, all epochs in one pass."""
+    """Batches {'images', 'texts'} (and 'classes', if given) in the order tuning.batch_order gives, all epochs in
+    one pass."""
 
-    def __init__(self, images, texts, order):
+    def __init__(self, images, texts, order, classes=None):
         super().__init__()
-        self.images, self.texts, self.order = images, texts, order
+        self.images, self.texts, self.order, self.classes = images, texts, order, classes
 
     def __len__(self):
         return len(self.order)
 
     def __getitem__(self, index):
         batch = self.order[index]
-        return {"images": self.images[batch], "texts": self.texts[batch]}
+        found = {"images": self.images[batch], "texts": self.texts[batch]}
+        return found if self.classes is None else found | {"classes": self.classes[batch]}
 
 
 class _Temperature(keras.callbacks.Callback):
@@ -216,25 +228,36 @@ class _Temperature(keras.callbacks.Callback):
 
 
 def fit_contrastive(
-    model, image_features, text_features, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=64, seed=0, verbose=False
+    model,
+    image_features,
+    text_features,
+    epochs=1,
+    lr=1e-3,
+    weight_decay=0.0,
+    batch_size=64,
+    seed=0,
+    verbose=False,
+    classes=None,
 ) -> dict:
     """Train the projections and the temperature on matching (image, caption) feature rows with contrastive_loss
     and Adam (a lit_heads model takes caption rows and trains its top text layers too); weight_decay > 0 makes it
     AdamW, decaying all but the temperature. Each epoch is ceil(N / batch_size) batches in the order
-    tuning.batch_order(N, batch_size, steps, seed) gives; compile and fit run the model's train_step.
+    tuning.batch_order(N, batch_size, steps, seed) gives; compile and fit run the model's train_step. `classes`, one
+    class id per pair, masks same-class pairs out of the loss (contrastive_loss); None keeps the plain loss.
     Returns {'loss', 'temperature', 'epoch_seconds'}, one entry per epoch."""
     model = _check_heads(model)
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     weight_decay = image_text.check_weight_decay(weight_decay)
     images, texts = _check_inputs(model, image_features, text_features)
+    classes = image_text.check_classes(classes, len(images))
     steps = math.ceil(len(images) / batch_size)
     order = tuning.batch_order(len(images), min(batch_size, len(images)), epochs * steps, seed)
     optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, epsilon=tuning.ADAM_EPSILON)
     optimizer.exclude_from_weight_decay(var_list=[model.logit_scale])
     model.compile(optimizer=optimizer, run_eagerly=config.profile().keras_eager, jit_compile=False)
     recorder = _Temperature()
-    batches = _BookOrder(images, texts, order)
+    batches = _BookOrder(images, texts, order, classes)
     fitted = model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[recorder])
     history = collections.defaultdict(list)
     for epoch, loss in enumerate(fitted.history["loss"]):

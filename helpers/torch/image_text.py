@@ -32,11 +32,13 @@ __all__ = [
 ]
 
 
-def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
+def contrastive_loss(image_embeddings, text_embeddings, logit_scale, classes=None):
     """Symmetric InfoNCE (CLIP's loss): row i of each is a matching pair, every other row of the batch a negative.
 
     Both inputs are L2-normalised; the similarity matrix is scaled by exp(logit_scale), clamped at 100, and the loss
-    is the mean of the image-to-text and text-to-image cross-entropies with the diagonal as the targets.
+    is the mean of the image-to-text and text-to-image cross-entropies with the diagonal as the targets. With
+    `classes` (one class id per pair), the entries (i, j), j != i, of pairs of the same class leave both softmax
+    denominators (class-aware masking: neither positive nor negative).
     """
     if image_embeddings.ndim != 2 or image_embeddings.shape != text_embeddings.shape:
         raise ValueError(
@@ -46,6 +48,10 @@ def contrastive_loss(image_embeddings, text_embeddings, logit_scale):
     images = nn.functional.normalize(image_embeddings, dim=1)
     texts = nn.functional.normalize(text_embeddings, dim=1)
     logits = logit_scale.clamp(max=image_text.MAX_LOGIT_SCALE).exp() * images @ texts.T
+    if classes is not None:
+        classes = torch.as_tensor(image_text.check_classes(classes, len(logits)), device=logits.device)
+        same = (classes[:, None] == classes[None, :]).fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
     targets = torch.arange(len(logits), device=logits.device)
     return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
 
@@ -158,18 +164,29 @@ def _check_inputs(model, image_features, text_input) -> tuple[np.ndarray, np.nda
 
 
 def fit_contrastive(
-    model, image_features, text_features, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=64, seed=0, verbose=False
+    model,
+    image_features,
+    text_features,
+    epochs=1,
+    lr=1e-3,
+    weight_decay=0.0,
+    batch_size=64,
+    seed=0,
+    verbose=False,
+    classes=None,
 ) -> dict:
     """Train the projections and the temperature on matching (image, caption) feature rows with contrastive_loss
     and Adam (a lit_heads model takes caption rows and trains its top text layers too); weight_decay > 0 makes it
     AdamW, decaying all but the temperature. Each epoch is
-    ceil(N / batch_size) batches in the order tuning.batch_order(N, batch_size, steps, seed) gives.
+    ceil(N / batch_size) batches in the order tuning.batch_order(N, batch_size, steps, seed) gives. `classes`, one
+    class id per pair, masks same-class pairs out of the loss (contrastive_loss); None keeps the plain loss.
     Returns {'loss', 'temperature', 'epoch_seconds'}, one entry per epoch."""
     model = _check_heads(model)
     epochs, batch_size = checks.count("epochs", epochs), checks.count("batch_size", batch_size)
     checks.positive(lr=lr)
     weight_decay = image_text.check_weight_decay(weight_decay)
     images, texts = _check_inputs(model, image_features, text_features)
+    classes = image_text.check_classes(classes, len(images))
     dev = torch.device(device())
     model.to(dev).train()
     images, texts = torch.from_numpy(images).to(dev), torch.from_numpy(texts).to(dev)
@@ -186,7 +203,8 @@ def fit_contrastive(
         start, total = time.perf_counter(), 0.0
         for batch in order[epoch * steps : (epoch + 1) * steps]:
             index = torch.from_numpy(batch).to(dev)
-            loss = contrastive_loss(*model(images[index], texts[index]), model.logit_scale)
+            batch_classes = None if classes is None else classes[batch]
+            loss = contrastive_loss(*model(images[index], texts[index]), model.logit_scale, batch_classes)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
