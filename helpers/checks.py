@@ -145,6 +145,21 @@ def pair(data, what: str = "data") -> tuple:
     return tuple(data)
 
 
+def unlabelled(x, what: str, why: str) -> np.ndarray:
+    """Unlabelled inputs: one array shaped (N, ...), never an (inputs, labels) pair or any other list, tuple or dict,
+    whose labels would be used by mistake. The one rule for every unlabelled argument (chapters 10 and 12); `why`
+    finishes the message with the chapter's reason."""
+    if isinstance(x, list | tuple | dict):
+        raise ValueError(
+            f"{what} must be the inputs only, one array shaped (N, ...), got a {type(x).__name__} of {len(x)}: pass "
+            f"x, not (x, y); {why}"
+        )
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"{what} must be a non-empty array of inputs shaped (N, ...), got shape {x.shape}")
+    return x
+
+
 def backbone(table: dict, name: str, pretrained: bool = False):
     """The entry `name` of a framework's BACKBONES table; with pretrained=True it must have weights to load."""
     if name not in table:

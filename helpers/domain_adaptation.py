@@ -179,14 +179,9 @@ def checksum(arrays) -> str:
 
 
 def check_unlabelled(target_x, what: str = "target_x"):
-    """Unlabelled target images: refuse a (images, labels) pair, where unsupervised adaptation expects images only."""
-    if isinstance(target_x, list | tuple) and len(target_x) == 2 and np.ndim(target_x[1]) == 1:
-        raise ValueError(
-            f"{what} must be unlabelled target images only, an array (N, height, width, channels); got a pair "
-            f"(images, labels). Pass the images alone ({what}=x): unsupervised domain adaptation never uses "
-            "target labels"
-        )
-    return target_x
+    """Unlabelled target images: refuse an (images, labels) pair, where unsupervised adaptation expects images only
+    (checks.unlabelled, the rule chapter 10's unlabelled pools follow too)."""
+    return checks.unlabelled(target_x, what, "unsupervised domain adaptation never uses target labels")
 
 
 def check_same_images(source_shape: tuple, target_shape: tuple) -> None:

@@ -29,17 +29,12 @@ def check_threshold(threshold) -> float:
 
 
 def check_unlabelled(x, what: str = "unlabelled") -> np.ndarray:
-    """Unlabelled inputs: one array of images or features, not an (inputs, labels) pair."""
-    if isinstance(x, list | tuple | dict):
-        raise ValueError(
-            f"{what} data must be the inputs only, one array of images or features shaped (N, ...), got a "
-            f"{type(x).__name__} of {len(x)}: pass x, not (x, y); the labels of an unlabelled pool are never "
-            "used for training (keep them apart to measure pseudo-label precision)"
-        )
-    x = np.asarray(x)
-    if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{what} data must be an array of images or features shaped (N, ...), got shape {x.shape}")
-    return x
+    """Unlabelled inputs: one array of images or features, not an (inputs, labels) pair (checks.unlabelled)."""
+    why = (
+        "the labels of an unlabelled pool are never used for training (keep them apart to measure pseudo-label "
+        "precision)"
+    )
+    return checks.unlabelled(x, f"{what} data", why)
 
 
 def check_shots(shots) -> int:
@@ -387,7 +382,8 @@ def best_round(records: list[dict]) -> dict:
     return max(records, key=lambda r: (r["val_accuracy"], -r["round"]))
 
 
-# ---- augmentation in image space (raw uint8 Fashion-MNIST images), the same in both frameworks ----
+# ---- augmentation in image space (raw uint8 Fashion-MNIST images): the weak view here, the same in both frameworks;
+# the strong view in each wing (strong_augment), with that framework's RandAugment and random erasing ----
 
 
 def _shift(images: np.ndarray, rng, max_shift: int) -> np.ndarray:
@@ -400,27 +396,14 @@ def _shift(images: np.ndarray, rng, max_shift: int) -> np.ndarray:
 
 def weak_augment(images, seed: int = 0) -> np.ndarray:
     """FixMatch's weak view: a random horizontal flip and a shift of up to 2 pixels; uint8 (N, 28, 28) in and out."""
-    images, rng = _grey(images), np.random.default_rng(seed)
+    images, rng = grey_images(images), np.random.default_rng(seed)
     flip = rng.random(len(images)) < 0.5
     images = np.where(flip[:, None, None], images[:, :, ::-1], images)
     return _shift(images, rng, 2)
 
 
-def strong_augment(images, seed: int = 0) -> np.ndarray:
-    """A strong view: the weak one (flip, shift of up to 2 pixels), a second shift of up to 2 pixels (up to 4 in all),
-    then a random contrast/brightness change and a 10x10 cutout (a black square) anywhere inside the image."""
-    rng = np.random.default_rng(seed)
-    images = _shift(weak_augment(images, seed=seed + 1).astype(np.float32), rng, 2)
-    contrast, brightness = rng.uniform(0.5, 1.5, (len(images), 1, 1)), rng.uniform(-48, 48, (len(images), 1, 1))
-    images = np.clip(images * contrast + brightness, 0, 255)
-    n, h, w = images.shape
-    top, left = rng.integers(0, h - 9, n), rng.integers(0, w - 9, n)  # the square may touch the last row/column
-    for i in range(n):
-        images[i, top[i] : top[i] + 10, left[i] : left[i] + 10] = 0
-    return images.astype(np.uint8)
-
-
-def _grey(images) -> np.ndarray:
+def grey_images(images) -> np.ndarray:
+    """`images` checked to be raw greyscale images, uint8 (N, H, W); the one rule every augmentation here uses."""
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected raw greyscale images, uint8 (N, H, W), got {images.dtype} {images.shape}")

@@ -98,8 +98,11 @@ def test_dann_ramp_runs_from_zero_towards_one():
 
 
 def test_bad_input_names_the_fix():
-    with pytest.raises(ValueError, match="unlabelled target images only"):
-        domain_adaptation.check_unlabelled((np.zeros((2, 28, 28, 3)), np.array([0, 1])))
+    images = np.zeros((2, 28, 28, 3))
+    # one rule with chapter 10 (checks.unlabelled): any pair is refused, one-hot labels included
+    for labelled in ((images, np.array([0, 1])), (images, np.eye(2)), [images, np.array([0, 1])], {"x": images}):
+        with pytest.raises(ValueError, match=r"inputs only.*not \(x, y\).*never uses target labels"):
+            domain_adaptation.check_unlabelled(labelled)
     with pytest.raises(ValueError, match="differ in shape"):
         domain_adaptation.check_same_images((4, 28, 28, 1), (4, 28, 28, 3))
     with pytest.raises(ValueError, match=">= 0"):

@@ -59,5 +59,7 @@ def speech_classifier(embedding: Model, head: Model, mean, std) -> Model:
     96 features with the training set's `mean` and `std`, and the head trained on standardised features."""
     mean, std = audio.check_statistics(mean, std)
     inputs = keras.Input(embedding.input.shape[1:], name="log_mel")
-    standardize = keras.layers.Normalization(mean=mean, variance=std**2, name="standardize")
+    # Rescaling, not Normalization: (x - mean) / std as x * (1 / std) - mean / std. tf2onnx (under model.export's
+    # ONNX route) turns Normalization's statistics into extra graph inputs instead of constants (chapters 15, 19)
+    standardize = keras.layers.Rescaling(scale=1.0 / std, offset=-mean / std, name="standardize")
     return keras.Model(inputs, head(standardize(embedding(inputs))), name="speech_classifier")

@@ -10,13 +10,22 @@ callback that records every step's logs (keras.io's "AdaMatch" example trains it
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from helpers import config, few_labels
 from helpers.keras.core import input_shape
 from helpers.keras.training import OPTIMIZERS, fit, predict
 
-__all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
+__all__ = [
+    "fit_steps",
+    "pseudo_labels",
+    "self_train",
+    "co_train",
+    "strong_augment",
+    "consistency_loss",
+    "fit_consistency",
+]
 
 HISTORY = ("loss", "supervised", "unsupervised", "mask_rate")  # what fit_consistency records per step
 
@@ -24,6 +33,25 @@ HISTORY = ("loss", "supervised", "unsupervised", "mask_rate")  # what fit_consis
 # fit_steps, pseudo_labels, self_train and co_train need no framework beyond this wing's fit and predict: they are
 # written once, in helpers/few_labels.py (wing_functions), and built here with Keras'.
 fit_steps, pseudo_labels, self_train, co_train = few_labels.wing_functions(fit, predict, __name__)
+
+
+def strong_augment(images, seed: int = 0) -> np.ndarray:
+    """FixMatch's strong view with Keras layers: `keras.layers.RandAugment` (two operations, Keras' default
+    strength factor 0.5) and then `keras.layers.RandomErasing` on every image (a rectangle of 2-33 % of the image set
+    to black, as FixMatch's Cutout). uint8 (N, H, W) in and out. The layers run in a tf.data `map`, one image at a
+    time, because RandAugment draws its operations once per call: on a whole batch every image would get the same
+    two. `seed` makes it repeatable."""
+    images = few_labels.grey_images(images)
+    augment = keras.Sequential(
+        [
+            keras.layers.RandAugment(value_range=(0, 255), num_ops=2, seed=seed),
+            keras.layers.RandomErasing(factor=(1.0, 1.0), fill_value=0.0, value_range=(0, 255), seed=seed + 1),
+        ]
+    )
+    dataset = tf.data.Dataset.from_tensor_slices(images[..., None].astype("float32"))
+    views = dataset.map(lambda image: augment(image, training=True)).batch(256)
+    augmented = np.concatenate([batch.numpy() for batch in views])[..., 0]
+    return np.clip(np.round(augmented), 0, 255).astype(np.uint8)
 
 
 def consistency_loss(logits_weak, logits_strong, threshold=0.95) -> tuple:

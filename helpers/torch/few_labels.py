@@ -7,20 +7,43 @@ PyTorch's training and prediction, and writes FixMatch's consistency loss and tr
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from helpers import few_labels
 from helpers.torch.core import as_tensor, input_shape
 from helpers.torch.models import device
 from helpers.torch.training import OPTIMIZERS, fit, predict
 
-__all__ = ["fit_steps", "pseudo_labels", "self_train", "co_train", "consistency_loss", "fit_consistency"]
+__all__ = [
+    "fit_steps",
+    "pseudo_labels",
+    "self_train",
+    "co_train",
+    "strong_augment",
+    "consistency_loss",
+    "fit_consistency",
+]
 
 
 # fit_steps, pseudo_labels, self_train and co_train need no framework beyond this wing's fit and predict: they are
 # written once, in helpers/few_labels.py (wing_functions), and built here with PyTorch's.
 fit_steps, pseudo_labels, self_train, co_train = few_labels.wing_functions(fit, predict, __name__)
+
+
+def strong_augment(images, seed: int = 0) -> np.ndarray:
+    """FixMatch's strong view with torchvision: `v2.RandAugment` (two operations per image, torchvision's default
+    magnitude 9 of 31) and then `v2.RandomErasing` on every image (a rectangle of 2-33 % of the image set to black,
+    as FixMatch's Cutout). uint8 (N, H, W) in and out; each image draws its own operations; `seed` makes it repeatable
+    and leaves torch's global random state as it was."""
+    images = few_labels.grey_images(images)
+    augment = v2.Compose([v2.RandAugment(num_ops=2), v2.RandomErasing(p=1.0, value=0)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        views = [augment(torch.from_numpy(image)[None]) for image in images]  # (1, H, W) uint8 each
+    return torch.stack(views)[:, 0].numpy()
 
 
 def consistency_loss(logits_weak, logits_strong, threshold=0.95) -> tuple:
