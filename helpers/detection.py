@@ -314,9 +314,9 @@ def coco_results(
 # ----------------------------------------------------------------------------- COCO-style mAP
 
 
-def coco_map(gt_boxes: list, gt_labels: list, detections: list[dict], num_classes: int) -> dict[str, float]:
-    """COCO-style average precision of `detections` (from `decode`) against the true boxes, computed by pycocotools:
-    {"mAP": AP averaged over IoU thresholds 0.50:0.05:0.95 and classes, "AP50": AP at IoU 0.5, "AP75": at 0.75}."""
+def _coco_evaluation(gt_boxes: list, gt_labels: list, detections: list[dict], num_classes: int):
+    """pycocotools' COCOeval for the true boxes and `detections`, evaluated, accumulated and summarised; None when
+    there is no detection at all."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -342,7 +342,7 @@ def coco_map(gt_boxes: list, gt_labels: list, detections: list[dict], num_classe
                 | {"score": float(score)}
             )
     if not results:
-        return {"mAP": 0.0, "AP50": 0.0, "AP75": 0.0}
+        return None
     categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         truth = COCO()
@@ -352,8 +352,60 @@ def coco_map(gt_boxes: list, gt_labels: list, detections: list[dict], num_classe
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
+    return evaluation
+
+
+def coco_map(gt_boxes: list, gt_labels: list, detections: list[dict], num_classes: int) -> dict[str, float]:
+    """COCO-style average precision of `detections` (from `decode`) against the true boxes, computed by pycocotools:
+    {"mAP": AP averaged over IoU thresholds 0.50:0.05:0.95 and classes, "AP50": AP at IoU 0.5, "AP75": at 0.75}."""
+    evaluation = _coco_evaluation(gt_boxes, gt_labels, detections, num_classes)
+    if evaluation is None:
+        return {"mAP": 0.0, "AP50": 0.0, "AP75": 0.0}
     stats = [max(0.0, float(s)) for s in evaluation.stats[:3]]  # -1 means "no true boxes": counted as 0 here
     return {"mAP": stats[0], "AP50": stats[1], "AP75": stats[2]}
+
+
+def coco_breakdown(gt_boxes: list, gt_labels: list, detections: list[dict], num_classes: int) -> dict:
+    """Where the errors are, from the same pycocotools evaluation as `coco_map` (100 detections per image):
+
+    - "per_class": {label: {"true boxes", "AP", "AP50"}}: AP over IoU 0.50:0.95 and at 0.5 (NaN: no true box);
+      the mean over the classes with true boxes is `coco_map`'s mAP;
+    - "by_size": {"small" (area below 32² pixels), "medium" (32² to 96²), "large"}: {"true boxes", "AP"}, COCO's
+      APs, APm and APl (NaN: no true box of that size);
+    - "recall": COCO's 101 recall levels, and "precision": {label: the interpolated precision at each level, IoU
+      0.5}; 0 beyond the highest recall the detections reach, NaN for a class without true boxes.
+    """
+    evaluation = _coco_evaluation(gt_boxes, gt_labels, detections, num_classes)
+    labels = np.concatenate([np.asarray(lab).reshape(-1) for lab in gt_labels]).astype(int)
+    boxes = np.concatenate([np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in gt_boxes])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    ranges = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, np.inf)}
+    if evaluation is None:  # no detection at all: precision 0 wherever there is a true box
+        precision = np.zeros((10, 101, num_classes))
+        size_ap = [0.0 if ((areas >= lo) & (areas < hi)).any() else -1.0 for lo, hi in ranges.values()]
+    else:
+        precision = evaluation.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall levels, classes)
+        size_ap = [float(s) for s in evaluation.stats[3:6]]  # APs, APm, APl; -1: no true box of that size
+    counts = np.bincount(labels, minlength=num_classes)
+    precision = np.where(counts[None, None, :] > 0, np.maximum(precision, 0.0), np.nan)
+    per_class = {
+        c: {
+            "true boxes": int(counts[c]),
+            "AP": float(precision[:, :, c].mean()),
+            "AP50": float(precision[0, :, c].mean()),
+        }
+        for c in range(num_classes)
+    }
+    by_size = {
+        name: {"true boxes": int(((areas >= lo) & (areas < hi)).sum()), "AP": ap if ap >= 0 else float("nan")}
+        for (name, (lo, hi)), ap in zip(ranges.items(), size_ap)
+    }
+    return {
+        "per_class": per_class,
+        "by_size": by_size,
+        "recall": np.linspace(0, 1, 101),
+        "precision": {c: precision[0, :, c] for c in range(num_classes)},
+    }
 
 
 # ----------------------------------------------------------------------------- drawing

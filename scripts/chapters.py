@@ -584,6 +584,9 @@ def _balanced(text: str) -> bool:
 
 
 def _code(text: str) -> str:
+    """A fenced Python block; a cell's closing `;` (Jupyter's "show no value") is dropped, as a .py file has none."""
+    if text.endswith(";"):
+        text = text[:-1]
     marks = fence(text, "`")
     return f"{marks}python\n{text}\n{marks}"
 

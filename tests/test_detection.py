@@ -59,6 +59,32 @@ def test_coco_map_on_cases_computed_by_hand():
     assert detection.coco_map(boxes, labels, [{"boxes": [], "labels": [], "scores": []}] * 2, 2)["mAP"] == 0.0
 
 
+def test_coco_breakdown_per_class_and_size_on_cases_computed_by_hand():
+    # class 0: a small box (30 x 30) found exactly; class 1: a medium box (40 x 40) and a small one, only the medium
+    # one found; class 2: no true box
+    boxes = [np.array([[0, 0, 30, 30]], np.float32), np.array([[0, 0, 40, 40], [50, 50, 70, 70]], np.float32)]
+    labels = [np.array([0]), np.array([1, 1])]
+    found = [
+        {"boxes": boxes[0], "labels": np.array([0]), "scores": np.array([0.9])},
+        {"boxes": boxes[1][:1], "labels": np.array([1]), "scores": np.array([0.8])},
+    ]
+    result = detection.coco_breakdown(boxes, labels, found, 3)
+    assert result["per_class"][0] == {"true boxes": 1, "AP": pytest.approx(1.0), "AP50": pytest.approx(1.0)}
+    assert result["per_class"][1]["true boxes"] == 2 and result["per_class"][1]["AP"] == pytest.approx(51 / 101)
+    assert np.isnan(result["per_class"][2]["AP"]) and np.isnan(result["precision"][2]).all()
+    overall = detection.coco_map(boxes, labels, found, 3)["mAP"]
+    assert np.mean([result["per_class"][c]["AP"] for c in (0, 1)]) == pytest.approx(overall)
+    # small boxes: class 0's found (AP 1), class 1's missed (AP 0); the medium box found
+    assert result["by_size"]["small"] == {"true boxes": 2, "AP": pytest.approx(0.5)}
+    assert result["by_size"]["medium"] == {"true boxes": 1, "AP": pytest.approx(1.0)}
+    assert result["by_size"]["large"]["true boxes"] == 0 and np.isnan(result["by_size"]["large"]["AP"])
+    curve = result["precision"][1]
+    assert len(curve) == len(result["recall"]) == 101
+    assert np.allclose(curve[:51], 1) and (curve[51:] == 0).all()
+    nothing = detection.coco_breakdown(boxes, labels, [{"boxes": [], "labels": [], "scores": []}] * 2, 3)
+    assert nothing["per_class"][1]["AP"] == 0.0 and nothing["by_size"]["small"]["AP"] == 0.0
+
+
 def test_encoded_targets_decode_back_to_the_true_boxes(scenes):
     num_classes = len(detection.SCENE_CLASSES)
     targets = detection.encode_targets(scenes["boxes"], scenes["labels"], SIZE, num_classes)
