@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +27,12 @@ NOTEBOOK = "01_pretrained_models/pretrained_models_torch.ipynb"
 TIMEOUT_S = 120
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """A JupyterLab server process and the REST calls the test makes to it."""
 
-    def __init__(self, process: subprocess.Popen, port: int, token: str, log: Path):
-        self.process, self.port, self.token, self.log = process, port, token, log
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, process: subprocess.Popen, token: str, log: Path, runtime: Path):
+        self.process, self.token, self.log, self.runtime = process, token, log, runtime
+        self.port, self.url = None, None  # the port Jupyter bound (it is started with port 0): read by wait_ready
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
         """(status, text) of one authenticated request."""
@@ -60,6 +52,13 @@ class Server:
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"jupyter lab exited early:\n{self.log.read_text()[-3000:]}"
+            if self.url is None:  # the server writes its port to its runtime file once it listens
+                try:
+                    self.port = json.loads((self.runtime / f"jpserver-{self.process.pid}.json").read_text())["port"]
+                    self.url = f"http://127.0.0.1:{self.port}"
+                except (OSError, ValueError, KeyError):
+                    time.sleep(0.5)
+                    continue
             try:
                 if self.request("GET", "/api/status")[0] == 200:
                     return
@@ -80,7 +79,7 @@ class Server:
 @pytest.fixture
 def lab(tmp_path):
     """JupyterLab on book/, headless, isolated from the user's Jupyter folders; stopped after the test."""
-    port, token, log = free_port(), secrets.token_hex(16), tmp_path / "lab.log"
+    token, log = secrets.token_hex(16), tmp_path / "lab.log"
     env = {
         **os.environ,
         "BOOK_PROFILE": "smoke",
@@ -95,8 +94,7 @@ def lab(tmp_path):
         "jupyterlab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
+        "--ServerApp.port=0",  # the system picks a free port as Jupyter binds it: no race with other tests' servers
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={ROOT / 'book'}",
     ]
@@ -104,7 +102,7 @@ def lab(tmp_path):
         command.append("--allow-root")
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process, port, token, log)
+    server = Server(process, token, log, tmp_path / "runtime")
     try:
         server.wait_ready()
         yield server
