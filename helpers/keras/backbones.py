@@ -46,10 +46,13 @@ def _counting_cpu_allocator() -> str | None:
 
 
 def step_memory(model: Model, train, batch_size: int = 32) -> float:
-    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, run eagerly as
-    PyTorch runs it, after a warm-up step. On a GPU, and on a CPU with oneDNN's kernels (TensorFlow's default): the
-    rise of TensorFlow's allocator's peak above its current use. On a CPU without them: the rise of the process's
-    peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards."""
+    """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, run as a
+    `tf.function` as `fit` runs it, after a warm-up step. On a GPU, and on a CPU with oneDNN's kernels (TensorFlow's
+    default): the rise of TensorFlow's allocator's peak above its current use. On a CPU without them: the rise of the
+    process's peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards.
+
+    Not eagerly: an eager step holds temporaries that the graph does not, and its peak would measure those as well.
+    """
     batch_size = checks.count("batch_size", batch_size)
     x, y = checks.pair(train, "train")
     xb = tf.constant(checks.inputs(np.asarray(x[:batch_size]), None))
@@ -59,6 +62,13 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
     opt.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
+    # One trace for every batch size (the warm-up below runs one example), so the measured step does not trace.
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, *xb.shape[1:]), xb.dtype),
+            tf.TensorSpec((None,), yb.dtype),
+        ]
+    )
     def train_step(inputs, labels):
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(inputs, training=True))
