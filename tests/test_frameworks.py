@@ -187,3 +187,41 @@ def test_the_private_keras_api_behaves_as_the_helpers_expect():
         assert not internals.op_determinism_enabled()
     finally:
         internals.set_op_determinism(was)
+
+
+def test_the_two_frameworks_give_the_same_gradients_from_the_same_weights():
+    """Chapter 3 says its Keras-PyTorch gap is the optimizer, not the network: from the same ImageNet weights and
+    batch, the cross-entropy and its gradients agree across frameworks (BatchNorm and dropout in inference mode, as
+    in the probe's features; here at the first convolution, the last 1x1 convolution and the classifier)."""
+    import tensorflow as tf
+    import torch
+
+    from helpers import keras as kb
+    from helpers import torch as tb
+
+    _, inputs = data.photo_batch(size=96)
+    labels = np.arange(len(inputs)) * 97 % 1000
+    tm, km = tb.pretrained_model("mobilenet_v2").eval(), kb.pretrained_model("mobilenet_v2")
+    x = torch.from_numpy(np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
+    loss = torch.nn.functional.cross_entropy(tm(x), torch.from_numpy(labels))
+    loss.backward()
+    torch_grads = {name: p.grad.numpy() for name, p in tm.named_parameters()}
+    with tf.GradientTape() as tape:
+        logits = km(tf.constant(inputs), training=False)
+        keras_loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.constant(labels), logits=logits)
+        )
+    keras_grads = dict(zip([w.path for w in km.trainable_weights], tape.gradient(keras_loss, km.trainable_weights)))
+    assert abs(loss.item() - float(keras_loss)) < 1e-4 * abs(loss.item())
+    # torch keeps (out, in, kh, kw) and (out, in); Keras (kh, kw, in, out) and (in, out): same numbers, transposed
+    torch_kernels = [g for name, g in torch_grads.items() if name.endswith("weight") and g.ndim in (2, 4)]
+    keras_kernels = [np.asarray(g) for path, g in keras_grads.items() if len(g.shape) in (2, 4)]
+    assert len(torch_kernels) == len(keras_kernels) == 53
+    for i in (0, -2, -1):  # the first convolution, the last 1x1 convolution, the classifier
+        t = torch_kernels[i]
+        t = t.transpose(2, 3, 1, 0) if t.ndim == 4 else t.T
+        k = keras_kernels[i]
+        if t.shape != k.shape:  # a depthwise kernel: Keras (kh, kw, channels, 1)
+            k = k.reshape(t.shape)
+        scale = np.abs(t).max()
+        assert scale > 0 and np.abs(t - k).max() < 1e-3 * scale, (i, np.abs(t - k).max(), scale)

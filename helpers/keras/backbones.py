@@ -49,7 +49,8 @@ def step_memory(model: Model, train, batch_size: int = 32) -> float:
     """Peak memory (MB) of one training step (forward, cross-entropy, backward, Adam) on one batch, run as a
     `tf.function` as `fit` runs it, after a warm-up step. On a GPU, and on a CPU with oneDNN's kernels (TensorFlow's
     default): the rise of TensorFlow's allocator's peak above its current use. On a CPU without them: the rise of the
-    process's peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored afterwards.
+    process's peak resident memory (`helpers.backbones.peak_memory_growth`). The model's weights are restored
+    afterwards.
 
     Not eagerly: an eager step holds temporaries that the graph does not, and its peak would measure those as well.
     """
