@@ -30,7 +30,7 @@ help:
 	@echo "make unit       the unit tests alone (tests/, smoke profile)"
 	@echo "make notebooks  write each chapter's two notebooks and its side-by-side tabs from its source (*.src.md)"
 	@echo "make nbval      nbval over every notebook alone (smoke profile)"
-	@echo "make record-runtimes  re-measure the notebooks' run times (book/runtimes.json)"
+	@echo "make record-runtimes  re-measure the notebooks' run times (book/runtimes.json; make claims copies its cpu times)"
 	@echo "make clean      remove _build and the pytest and ruff caches (not .venv, not the data cache)"
 	@echo "make system-packages  the Debian packages (flite, chromium): apt-get as root, else the sudo command"
 	@echo "helper target: html-unexecuted (make test's HTML)"
@@ -141,6 +141,7 @@ book: data
 .PHONY: claims
 claims: data
 	$(PY) scripts/claims.py $(if $(ALL),--all) --workers $(or $(WORKERS),1) $(NOTEBOOKS)
+	$(PY) scripts/record_runtimes.py --from-claims
 
 benchmark: data
 	$(PY) scripts/benchmark_fit.py torch

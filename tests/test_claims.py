@@ -133,3 +133,24 @@ def test_problems_names_what_is_wrong(tmp_path, monkeypatch):
     assert "its code changed" in ledger_script.problems(notebook, {notebook.stem: {"cpu": stale}})[0]
     crashed = {**held, "status": "failed", "error": "KeyError"}
     assert "run failed: KeyError" in ledger_script.problems(notebook, {notebook.stem: {"cpu": crashed}})[0]
+
+
+def test_record_runtimes_copies_the_ledgers_seconds_and_dates():
+    import record_runtimes  # scripts/record_runtimes.py
+
+    ledger = {
+        "a_torch": {"cpu": {"status": "ok", "seconds": 61.26, "date": "2026-12-01", "device": "cpu"}},
+        "b_keras": {"cpu": {"status": "failed", "seconds": 5.0, "date": "2026-12-02", "device": "cpu"}},
+        "c_torch": {"full": {"status": "ok", "seconds": 9.0, "date": "2026-12-03", "device": "cuda"}},
+    }
+    runtimes = {"a_torch": {"smoke": {"seconds": 3.0}, "cpu": {"seconds": 1.0}}, "b_keras": {"cpu": {"seconds": 7.0}}}
+    table, copied = record_runtimes.runtimes_from_ledger(ledger, runtimes, "cpu", "this machine")
+    assert copied == 1
+    assert table["a_torch"] == {
+        "smoke": {"seconds": 3.0},
+        "cpu": {"seconds": 61.3, "machine": "this machine", "date": "2026-12-01"},
+    }
+    assert table["b_keras"] == {"cpu": {"seconds": 7.0}}  # a failed run's time is not a run time
+    assert "c_torch" not in table and runtimes["a_torch"]["cpu"] == {"seconds": 1.0}  # the input is not changed
+    full, copied = record_runtimes.runtimes_from_ledger(ledger, {}, "full", "this machine")
+    assert copied == 1 and full["c_torch"]["full"]["machine"] == "a cuda machine"
