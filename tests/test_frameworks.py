@@ -212,16 +212,16 @@ def test_the_two_frameworks_give_the_same_gradients_from_the_same_weights():
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.constant(labels), logits=logits)
         )
     keras_grads = dict(zip([w.path for w in km.trainable_weights], tape.gradient(keras_loss, km.trainable_weights)))
+    # both lists follow the layers from input to output, so the same index is the same layer
     assert abs(loss.item() - float(keras_loss)) < 1e-4 * abs(loss.item())
     # torch keeps (out, in, kh, kw) and (out, in); Keras (kh, kw, in, out) and (in, out): same numbers, transposed
     torch_kernels = [g for name, g in torch_grads.items() if name.endswith("weight") and g.ndim in (2, 4)]
-    keras_kernels = [np.asarray(g) for path, g in keras_grads.items() if len(g.shape) in (2, 4)]
+    keras_kernels = [np.asarray(g) for g in keras_grads.values() if len(g.shape) in (2, 4)]
     assert len(torch_kernels) == len(keras_kernels) == 53
-    for i in (0, -2, -1):  # the first convolution, the last 1x1 convolution, the classifier
+    for i in (0, -2, -1):  # the first convolution, the last 1x1 convolution, the classifier (none is depthwise)
         t = torch_kernels[i]
         t = t.transpose(2, 3, 1, 0) if t.ndim == 4 else t.T
         k = keras_kernels[i]
-        if t.shape != k.shape:  # a depthwise kernel: Keras (kh, kw, channels, 1)
-            k = k.reshape(t.shape)
+        assert t.shape == k.shape, (i, t.shape, k.shape)
         scale = np.abs(t).max()
         assert scale > 0 and np.abs(t - k).max() < 1e-3 * scale, (i, np.abs(t - k).max(), scale)
