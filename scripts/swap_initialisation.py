@@ -20,14 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
+# PyTorch before TensorFlow (TensorFlow first crashed the process here), and helpers.keras before keras (it
+# quiets TensorFlow's import-time notice).
+# isort: off
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import helpers.keras as keras_book  # noqa: E402
 import helpers.torch as torch_book  # noqa: E402
+import helpers.keras as keras_book  # noqa: E402
+import keras  # noqa: E402
 from helpers import config, domain_adaptation  # noqa: E402
 from helpers.keras.internals import flatten_layers  # noqa: E402
+# isort: on
 
 LR = 2e-3  # chapter 12's rate
 
